@@ -1,0 +1,364 @@
+//! Command-line interface: argument parsing and the commands' top-level flow.
+//!
+//! Each command is a function from parsed arguments to an exit code; errors carry context
+//! naming the file or value at fault and are printed whole by `main`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::audio;
+use crate::models::{self, ModelsDir, import};
+use crate::stt::{self, Stt, SttOptions};
+use crate::transcript::{self, Format};
+
+/// Exit codes beyond 0 (success) and 1 (an error, printed on stderr).
+pub mod exit {
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sotto",
+    version,
+    about = "A local voice agent that only runs open models"
+)]
+pub struct Cli {
+    /// Directory holding the models (default: $SOTTO_MODELS_DIR, else the source tree's models/).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Transcribe WAV files with Whisper.
+    Transcribe(TranscribeArgs),
+    /// Inspect and import the model files.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct TranscribeArgs {
+    /// WAV files (8–48 kHz, mono or stereo, 16/24/32-bit int or float); `-` reads stdin.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Output file (one input) or directory (several inputs); default stdout.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Txt)]
+    pub format: Format,
+    /// CPU threads for whisper (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Beam width; 1 decodes greedily.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub beam_size: usize,
+    /// A whisper.cpp ggml model to use instead of the imported tiny.en.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Replace output files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Show every pinned model file: size, sha256 and whether it verifies.
+    List,
+    /// Convert the fetched models into the formats sotto loads (Rust, no Python).
+    Import {
+        /// Convert again even when the outputs already verify.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
+            let _ = e.print();
+            return Ok(ExitCode::from(code));
+        }
+    };
+    init_logging(cli.verbose);
+    let models = ModelsDir::resolve(cli.models_dir.clone());
+    match cli.command {
+        Command::Transcribe(args) => transcribe(&models, args),
+        Command::Models(ModelsCommand::List) => models_list(&models),
+        Command::Models(ModelsCommand::Import { force }) => models_import(&models, force),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The Whisper model to load: `--model`, else the imported tiny.en, verified against its pin.
+fn whisper_model(models: &ModelsDir, flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = flag.unwrap_or_else(|| models.path(models::WHISPER_GGML));
+    if let Some(pin) = models.pin_for(&path) {
+        models::verify_file(&path, &pin)?;
+    } else if !path.exists() {
+        bail!("{}: model file not found", path.display());
+    }
+    Ok(path)
+}
+
+fn transcribe(models: &ModelsDir, args: TranscribeArgs) -> anyhow::Result<ExitCode> {
+    if args.files.len() > 1 && args.output.is_none() && args.format != Format::Json {
+        bail!(
+            "{} inputs in {} format need -o DIR (on stdout only json, one object per line, \
+             keeps them apart)",
+            args.files.len(),
+            args.format.extension()
+        );
+    }
+    let outputs = output_paths(&args)?;
+    let model_path = whisper_model(models, args.model.clone())?;
+    let stt = Stt::load(&model_path)?;
+    let opts = SttOptions {
+        threads: args.threads.unwrap_or_else(stt::default_threads),
+        beam_size: args.beam_size,
+        ..SttOptions::default()
+    };
+    let mut failed = 0;
+    for (file, out) in args.files.iter().zip(outputs) {
+        if let Err(e) = transcribe_one(&stt, &opts, &args, file, out.as_deref()) {
+            eprintln!("error: {e:#}");
+            failed += 1;
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Where each input's transcript goes (None = stdout). Refuses to replace existing files
+/// unless `--force`: a transcript the user already has is never silently overwritten.
+fn output_paths(args: &TranscribeArgs) -> anyhow::Result<Vec<Option<PathBuf>>> {
+    let Some(out) = &args.output else {
+        return Ok(vec![None; args.files.len()]);
+    };
+    let paths: Vec<PathBuf> = if args.files.len() == 1 && !out.is_dir() {
+        vec![out.clone()]
+    } else {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create output directory {}", out.display()))?;
+        args.files
+            .iter()
+            .map(|f| {
+                let stem = f
+                    .file_stem()
+                    .filter(|_| f != Path::new("-"))
+                    .unwrap_or("stdin".as_ref());
+                out.join(stem).with_extension(args.format.extension())
+            })
+            .collect()
+    };
+    for p in &paths {
+        if p.exists() && !args.force {
+            bail!("{} already exists; pass --force to replace it", p.display());
+        }
+    }
+    Ok(paths.into_iter().map(Some).collect())
+}
+
+/// Audio longer than this shows progress on stderr.
+const PROGRESS_AFTER_S: f64 = 30.0;
+
+fn transcribe_one(
+    stt: &Stt,
+    opts: &SttOptions,
+    args: &TranscribeArgs,
+    file: &Path,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let clip = audio::read_for_whisper(file)?;
+    let name = file.display().to_string();
+    let progress: Option<Box<dyn FnMut(i32)>> = if clip.duration_s() > PROGRESS_AFTER_S {
+        let tty = std::io::stderr().is_terminal();
+        let name = name.clone();
+        let mut last = -1;
+        Some(Box::new(move |pct: i32| {
+            if tty {
+                eprint!("\rtranscribing {name}: {pct:3}%");
+                if pct >= 100 {
+                    eprintln!();
+                }
+            } else if pct / 10 > last / 10 {
+                eprintln!("transcribing {name}: {pct}%");
+            }
+            last = pct;
+        }))
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    let segments = stt
+        .transcribe(&clip.samples, opts, progress)
+        .with_context(|| format!("transcribing {name}"))?;
+    let elapsed = t0.elapsed();
+    tracing::info!(
+        stage = "stt",
+        file = %name,
+        audio_s = clip.duration_s(),
+        ms = elapsed.as_millis() as u64,
+        "transcribed"
+    );
+    let model = stt.model_path.display().to_string();
+    let text = transcript::render(
+        args.format,
+        &segments,
+        &transcript::Meta {
+            file: &name,
+            model: &model,
+            duration_s: clip.duration_s(),
+            threads: opts.threads,
+            transcribe_ms: elapsed.as_millis() as u64,
+        },
+    );
+    match out {
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
+        Some(path) => write_new_file(path, text.as_bytes())?,
+    }
+    Ok(())
+}
+
+/// Writes a file through a temporary name in the same directory, so a crash never leaves a
+/// half-written transcript under the real name.
+fn write_new_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn models_list(models: &ModelsDir) -> anyhow::Result<ExitCode> {
+    println!("models directory: {}", models.root.display());
+    let mut bad = 0;
+    let platform_runtime = runtime_set();
+    for pin in models::pins() {
+        if pin.set.starts_with("runtime-") && pin.set != platform_runtime {
+            continue;
+        }
+        let path = models.path(&pin.dest);
+        // Pieces of a joined model are removed once joined.
+        if pin.dest.contains("/parts/") {
+            continue;
+        }
+        let state = models::file_state(&path, &pin);
+        let optional = matches!(pin.set.as_str(), "negative" | "silero");
+        if !matches!(state, models::FileState::Verified) && !(optional && !path.exists()) {
+            bad += 1;
+        }
+        let state = match state {
+            models::FileState::Missing if optional => "not fetched (optional)".to_string(),
+            s => s.to_string(),
+        };
+        println!(
+            "{:<58} {:>11} {}  {}",
+            pin.dest,
+            human_bytes(pin.bytes),
+            &pin.sha256[..16],
+            state
+        );
+    }
+    if bad > 0 {
+        eprintln!("{bad} file(s) missing or not matching their pins: run scripts/setup");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime_set() -> String {
+    let os = if cfg!(target_os = "macos") {
+        "macos"
+    } else {
+        std::env::consts::OS
+    };
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        a => a,
+    };
+    format!("runtime-{os}-{arch}")
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    } else if n >= 1 << 10 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
+fn models_import(models: &ModelsDir, force: bool) -> anyhow::Result<ExitCode> {
+    let tty = std::io::stderr().is_terminal();
+    let mut last_pct = 0;
+    let imported = import::import_all(models, force, |step, done, total| {
+        let pct = done * 100 / total.max(1);
+        if tty {
+            eprint!("\rconverting {step}: {pct:3}%");
+            if done == total {
+                eprintln!();
+            }
+        } else if pct / 25 != last_pct / 25 || done == total {
+            eprintln!("converting {step}: {pct}%");
+        }
+        last_pct = pct;
+    })?;
+    for i in &imported {
+        let what = if i.converted {
+            "converted"
+        } else {
+            "up to date"
+        };
+        println!(
+            "{what:<10} {} ({}, sha256 {})",
+            i.output,
+            human_bytes(i.bytes),
+            &i.sha256[..16]
+        );
+        for s in &i.sources {
+            println!("           from {} (sha256 {})", s.path, &s.sha256[..16]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
