@@ -284,7 +284,8 @@ fn models_list(models: &ModelsDir) -> anyhow::Result<ExitCode> {
         }
         let state = models::file_state(&path, &pin);
         let optional = matches!(pin.set.as_str(), "negative" | "silero");
-        if !matches!(state, models::FileState::Verified) && !(optional && !path.exists()) {
+        let optional_absent = optional && !path.exists();
+        if !matches!(state, models::FileState::Verified) && !optional_absent {
             bad += 1;
         }
         let state = match state {

@@ -105,7 +105,7 @@ fn ggml_type_bytes(ggml_type: i32, n: usize) -> Option<usize> {
         8 => (32, 34), // Q8_0
         _ => return None,
     };
-    (n % block == 0).then(|| n / block * bytes)
+    n.is_multiple_of(block).then(|| n / block * bytes)
 }
 
 impl Header {
@@ -411,7 +411,7 @@ fn plan<'a>(ckpt: &Checkpoint<'a>) -> Result<(HParams, Vec<OutTensor<'a>>), Mode
     let var = |name: &str| ckpt.get(name).cloned();
     // Splits a variable fused along dim 0 into `parts` equal pieces.
     let split = |v: Variable<'a>, parts: usize| -> Result<Vec<Variable<'a>>, ModelError> {
-        if v.dims.is_empty() || v.dims[0] % parts != 0 {
+        if v.dims.is_empty() || !v.dims[0].is_multiple_of(parts) {
             return Err(bad(format!(
                 "cannot split {:?} in {parts} along dim 0",
                 v.dims

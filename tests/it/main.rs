@@ -1,0 +1,11 @@
+//! sotto's integration tests: one binary, shared helpers in `util`.
+//!
+//! They run the real `sotto` binary on real models (fetched by scripts/setup) and real speech
+//! (../shared/fixtures/jfk.wav, espeak-ng speech made at test time). A missing model or tool
+//! fails the test with what to run, never skips it.
+
+mod util;
+
+mod fetch;
+mod models;
+mod transcribe;

@@ -1,0 +1,130 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn models_dir() -> PathBuf {
+    repo().join("models")
+}
+
+/// A file under models/, which must have been fetched and imported by scripts/setup.
+pub fn model(rel: &str) -> PathBuf {
+    let p = models_dir().join(rel);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup (the tests use the real models)",
+        p.display()
+    );
+    p
+}
+
+pub fn jfk_wav() -> PathBuf {
+    let p = repo().join("../shared/fixtures/jfk.wav");
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
+}
+
+pub fn jfk_txt() -> String {
+    std::fs::read_to_string(repo().join("../shared/fixtures/jfk.txt")).expect("jfk.txt")
+}
+
+/// The sotto binary, with the repo's models.
+pub fn sotto() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.env("SOTTO_MODELS_DIR", models_dir());
+    c.env_remove("SOTTO_LOG");
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("sotto runs");
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "sotto panicked:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails (never skips) when a tool the test needs is not installed.
+pub fn require_tool(name: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(found, "{name} is not installed: run scripts/setup");
+}
+
+/// Speaks `text` with espeak-ng (US English, 160 wpm) into a 22.05 kHz mono WAV.
+pub fn espeak(text: &str, out: &Path) {
+    require_tool("espeak-ng");
+    let st = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "160", "-w"])
+        .arg(out)
+        .arg(text)
+        .status()
+        .expect("espeak-ng runs");
+    assert!(st.success(), "espeak-ng failed");
+}
+
+/// Converts a WAV with sox: extra args go before the output name (e.g. `-r 8000 -c 2 -b 24`).
+pub fn sox(input: &Path, args: &[&str], out: &Path) {
+    require_tool("sox");
+    let st = Command::new("sox")
+        .arg(input)
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("sox runs");
+    assert!(st.success(), "sox failed");
+}
+
+/// Lower-case words without punctuation.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word error rate: word-level edit distance over the reference length.
+pub fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let r = words(reference);
+    let h = words(hypothesis);
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    for (i, rw) in r.iter().enumerate() {
+        let mut cur = vec![i + 1; h.len() + 1];
+        for (j, hw) in h.iter().enumerate() {
+            let sub = prev[j] + usize::from(rw != hw);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[h.len()] as f64 / r.len().max(1) as f64
+}
+
+#[test]
+fn wer_counts_edits() {
+    assert_eq!(wer("a b c d", "a b c d"), 0.0);
+    assert_eq!(wer("a b c d", "a x c"), 0.5);
+    assert_eq!(wer("Hello, world!", "hello world"), 0.0);
+}
