@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::audio;
+use crate::audit::{self, AuditContext, AuditPass, verdict::Osaid};
+use crate::config::Config;
 use crate::models::{self, ModelsDir, import};
 use crate::stt::{self, Stt, SttOptions};
 use crate::transcript::{self, Format};
@@ -20,6 +22,8 @@ use crate::transcript::{self, Format};
 pub mod exit {
     /// Bad command-line usage (clap's own code).
     pub const USAGE: u8 = 2;
+    /// A model was refused by the openness audit.
+    pub const AUDIT_REFUSED: u8 = crate::audit::EXIT_REFUSED;
 }
 
 #[derive(Parser, Debug)]
@@ -32,6 +36,12 @@ pub struct Cli {
     /// Directory holding the models (default: $SOTTO_MODELS_DIR, else the source tree's models/).
     #[arg(long, global = true, value_name = "DIR")]
     pub models_dir: Option<PathBuf>,
+    /// Configuration file (default: the platform config dir's sotto/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Lowest openness that may load, overriding the config (open-source or open-weight).
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub policy: Option<String>,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -46,6 +56,43 @@ pub enum Command {
     /// Inspect and import the model files.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Judge the models' openness (OSAID 1.0 verdict, MOF class) and manage exceptions.
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub action: Option<AuditAction>,
+    /// Registry ids or model files to audit (default: the configured models).
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<String>,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Judge a MOF YAML manifest (paths in it are relative to its directory).
+    #[arg(long, value_name = "FILE.yml")]
+    pub manifest: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditAction {
+    /// Admit a model below the policy, pinned to the sha256 of its current bytes.
+    Accept {
+        #[arg(value_name = "MODEL")]
+        model: String,
+        /// Why you accept it (recorded in the config, shown on every start).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show the configured models' verdicts and ask, for each one below the policy, whether
+    /// to accept it. Without a terminal only models named by --accept or $SOTTO_ACCEPT
+    /// (comma-separated) are accepted.
+    Review {
+        #[arg(long = "accept", value_name = "MODEL")]
+        accept: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -95,11 +142,195 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
     init_logging(cli.verbose);
     let models = ModelsDir::resolve(cli.models_dir.clone());
+    let config_path = Config::default_path(cli.config.clone());
+    let mut config = Config::load(&config_path)?;
+    if let Some(p) = &cli.policy {
+        config.policy = p.parse::<Osaid>().map_err(anyhow::Error::msg)?;
+    }
     match cli.command {
-        Command::Transcribe(args) => transcribe(&models, args),
+        Command::Transcribe(args) => transcribe(&models, &config, args),
         Command::Models(ModelsCommand::List) => models_list(&models),
         Command::Models(ModelsCommand::Import { force }) => models_import(&models, force),
+        Command::Audit(args) => audit_command(&models, &mut config, args),
     }
+}
+
+/// Runs the startup audit for the models a command is about to load. On refusal prints the
+/// report and returns the exit code; on success names every model admitted by exception.
+pub fn startup_gate(
+    models: &ModelsDir,
+    config: &Config,
+    ids: &[&str],
+) -> anyhow::Result<Result<AuditPass, ExitCode>> {
+    let mut ctx = AuditContext::new(&models.root);
+    match audit::gate(&mut ctx, config, ids)? {
+        Ok(pass) => {
+            for (r, reason) in pass.excepted() {
+                eprintln!(
+                    "note: {} is {} and loads only because of your exception ({reason}); \
+                     `sotto audit {}` shows why",
+                    r.id, r.judgement.osaid, r.id
+                );
+            }
+            Ok(Ok(pass))
+        }
+        Err(refusal) => {
+            eprint!("{}", audit::render(&refusal.reports, refusal.policy));
+            eprintln!(
+                "\nerror: startup stopped by the openness audit: a model is below the \
+                 `{}` policy (config: {})",
+                refusal.policy,
+                config.path.display()
+            );
+            Ok(Err(ExitCode::from(exit::AUDIT_REFUSED)))
+        }
+    }
+}
+
+fn audit_command(
+    models: &ModelsDir,
+    config: &mut Config,
+    args: AuditArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut ctx = AuditContext::new(&models.root);
+    match args.action {
+        Some(AuditAction::Accept { model, reason }) => {
+            if reason.trim().is_empty() {
+                bail!("--reason must say why you accept {model}");
+            }
+            let report = ctx.audit_id(&model)?;
+            ctx.cache.save();
+            if report.files.is_empty() {
+                bail!("{model} has no weight files here to pin an exception to (fetch it first)");
+            }
+            let e = audit::accept(config, &report, &reason)?;
+            println!(
+                "recorded in {}: {} ({}) admitted for sha256 {} — any change to these bytes \
+                 voids it",
+                config.path.display(),
+                e.model,
+                report.judgement.osaid,
+                e.sha256.join(", ")
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(AuditAction::Review { accept }) => return audit_review(&mut ctx, config, accept),
+        None => {}
+    }
+    let reports = if let Some(path) = &args.manifest {
+        let m = audit::manifest::Manifest::read(path)?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        vec![ctx.audit_manifest(&m, &base, &mut Vec::new())?]
+    } else {
+        let ids: Vec<String> = if args.models.is_empty() {
+            vec![
+                config.stt_model.clone(),
+                config.llm_model.clone(),
+                config.tts_model.clone(),
+            ]
+        } else {
+            args.models.clone()
+        };
+        ids.iter()
+            .map(|id| ctx.audit_id(id))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    ctx.cache.save();
+    let (reports, ok) = match audit::decide(reports, config) {
+        Ok(pass) => (pass.reports, true),
+        Err(refusal) => (refusal.reports, false),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "policy": config.policy,
+                "models": reports,
+            }))?
+        );
+    } else {
+        print!("{}", audit::render(&reports, config.policy));
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::AUDIT_REFUSED)
+    })
+}
+
+fn audit_review(
+    ctx: &mut AuditContext,
+    config: &mut Config,
+    mut accept: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    if let Ok(env) = std::env::var("SOTTO_ACCEPT") {
+        accept.extend(
+            env.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+        );
+    }
+    let ids = [
+        config.stt_model.clone(),
+        config.llm_model.clone(),
+        config.tts_model.clone(),
+    ];
+    let reports = ids
+        .iter()
+        .map(|id| ctx.audit_id(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.cache.save();
+    let reports = match audit::decide(reports, config) {
+        Ok(pass) => {
+            print!("{}", audit::render(&pass.reports, config.policy));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(refusal) => refusal.reports,
+    };
+    print!("{}", audit::render(&reports, config.policy));
+    let tty = std::io::stdin().is_terminal();
+    for r in reports.iter().filter(|r| r.admitted.is_none()) {
+        let reason = if accept.iter().any(|a| a == &r.id) {
+            Some(format!(
+                "accepted at set-up by name (--accept / SOTTO_ACCEPT): {}",
+                r.judgement.osaid
+            ))
+        } else if tty && !r.files.is_empty() {
+            eprint!(
+                "\n{} is {}, below the `{}` policy. To admit these exact bytes anyway, type \
+                 your reason and press Enter (empty refuses): ",
+                r.id, r.judgement.osaid, config.policy
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            Some(line.trim().to_string()).filter(|l| !l.is_empty())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) if !r.files.is_empty() => {
+                let e = audit::accept(config, r, &reason)?;
+                println!(
+                    "accepted {} (sha256 {}): {reason}",
+                    e.model,
+                    e.sha256.join(", ")
+                );
+            }
+            _ => println!(
+                "not accepted: {} stays refused; accept it later with \
+                 `sotto audit accept {} --reason \"...\"`",
+                r.id, r.id
+            ),
+        }
+    }
+    let reports = ids
+        .iter()
+        .map(|id| ctx.audit_id(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match audit::decide(reports, config) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(exit::AUDIT_REFUSED),
+    })
 }
 
 fn init_logging(verbose: u8) {
@@ -124,10 +355,16 @@ fn whisper_model(models: &ModelsDir, flag: Option<PathBuf>) -> anyhow::Result<Pa
     } else if !path.exists() {
         bail!("{}: model file not found", path.display());
     }
+    // A damaged file is reported as damaged, before the audit judges what it is.
+    models::whisper_ggml::Header::read(&path)?;
     Ok(path)
 }
 
-fn transcribe(models: &ModelsDir, args: TranscribeArgs) -> anyhow::Result<ExitCode> {
+fn transcribe(
+    models: &ModelsDir,
+    config: &Config,
+    args: TranscribeArgs,
+) -> anyhow::Result<ExitCode> {
     if args.files.len() > 1 && args.output.is_none() && args.format != Format::Json {
         bail!(
             "{} inputs in {} format need -o DIR (on stdout only json, one object per line, \
@@ -138,7 +375,15 @@ fn transcribe(models: &ModelsDir, args: TranscribeArgs) -> anyhow::Result<ExitCo
     }
     let outputs = output_paths(&args)?;
     let model_path = whisper_model(models, args.model.clone())?;
-    let stt = Stt::load(&model_path)?;
+    let model_id = match &args.model {
+        Some(path) => path.display().to_string(),
+        None => config.stt_model.clone(),
+    };
+    let pass = match startup_gate(models, config, &[&model_id])? {
+        Ok(pass) => pass,
+        Err(code) => return Ok(code),
+    };
+    let stt = Stt::load(&pass, &model_path)?;
     let opts = SttOptions {
         threads: args.threads.unwrap_or_else(stt::default_threads),
         beam_size: args.beam_size,

@@ -2,11 +2,13 @@
 //! are truly open.
 //!
 //! Pipeline: microphone → ring buffer → 16 kHz → voice activity detection → Whisper → on-device
-//! LLM → Piper TTS → speaker. One module per stage; `models` fetches-verifies-imports the
-//! weights; `cli` is the binary's shell.
+//! LLM → Piper TTS → speaker. One module per stage; `models` verifies and imports the weights,
+//! `audit` decides whether they may load at all; `cli` is the binary's shell.
 
 pub mod audio;
+pub mod audit;
 pub mod cli;
+pub mod config;
 pub mod models;
 pub mod stt;
 pub mod transcript;

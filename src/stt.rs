@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
+use crate::audit::AuditPass;
 use crate::models::{ModelError, whisper_ggml};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum SttError {
         #[source]
         source: whisper_rs::WhisperError,
     },
+    #[error("{0}: not admitted by the openness audit; run the audit before loading a model")]
+    NotAudited(PathBuf),
     #[error("transcription failed")]
     Decode(#[source] whisper_rs::WhisperError),
 }
@@ -72,8 +75,12 @@ pub struct Stt {
 static LOG_HOOK: Once = Once::new();
 
 impl Stt {
-    /// Validates and loads a whisper.cpp model. Logs the load time.
-    pub fn load(model_path: &Path) -> Result<Self, SttError> {
+    /// Validates and loads a whisper.cpp model. Logs the load time. Takes the audit's pass:
+    /// no weights are read into an engine before the openness audit admitted them.
+    pub fn load(audited: &AuditPass, model_path: &Path) -> Result<Self, SttError> {
+        if !audited.covers(model_path) {
+            return Err(SttError::NotAudited(model_path.to_path_buf()));
+        }
         let header = whisper_ggml::Header::read(model_path)?;
         // Route whisper.cpp's own logging into tracing instead of stderr.
         LOG_HOOK.call_once(whisper_rs::install_logging_hooks);

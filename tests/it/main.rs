@@ -6,6 +6,7 @@
 
 mod util;
 
+mod audit;
 mod fetch;
 mod models;
 mod transcribe;

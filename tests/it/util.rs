@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -32,12 +33,36 @@ pub fn jfk_txt() -> String {
     std::fs::read_to_string(repo().join("../shared/fixtures/jfk.txt")).expect("jfk.txt")
 }
 
-/// The sotto binary, with the repo's models.
-pub fn sotto() -> Command {
+/// The sotto binary with the repo's models and a fresh config and cache in `dir`.
+pub fn sotto_in(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
     c.env("SOTTO_MODELS_DIR", models_dir());
+    c.env("SOTTO_CONFIG_DIR", dir.join("config"));
+    c.env("SOTTO_CACHE_DIR", dir.join("cache"));
     c.env_remove("SOTTO_LOG");
+    c.env_remove("SOTTO_ACCEPT");
     c
+}
+
+/// The sotto binary with the repo's models and a config (private to this test process) in
+/// which the open-weight Whisper tiny.en was accepted through `sotto audit accept`, as a
+/// user does once: the transcription tests are about transcription, not the policy.
+pub fn sotto() -> Command {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        model(sotto::models::WHISPER_GGML);
+        let out = run(sotto_in(dir.path()).args([
+            "audit",
+            "accept",
+            "whisper-tiny.en",
+            "--reason",
+            "integration tests transcribe with the quick-start model",
+        ]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        dir
+    });
+    sotto_in(dir.path())
 }
 
 pub fn run(cmd: &mut Command) -> Output {

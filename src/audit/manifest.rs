@@ -1,0 +1,332 @@
+//! Model manifests in the Model Openness Framework YAML format (the Model Openness Tool's),
+//! extended under a `sotto:` key with what the audit needs and MOF lacks: the sha256 of each
+//! weight file, the base model (lineage), the evidence files, and an honest statement of what
+//! is known about the training data.
+//!
+//! The registry of manifests sotto knows ships in `assets/manifests/` and is compiled in.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::licence::{ContentType, Licence};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid MOF manifest: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+/// A whole manifest file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Manifest {
+    pub framework: Framework,
+    pub release: Release,
+    /// sotto's extension; absent in third-party MOF files.
+    #[serde(default)]
+    pub sotto: Option<Extension>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Framework {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<serde_norway::Value>,
+    #[serde(default)]
+    pub date: Option<serde_norway::Value>,
+}
+
+/// `release`: MOT files carry more keys (repository, huggingface, treatment…); they are kept
+/// out of the way rather than rejected.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Release {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<serde_norway::Value>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub architecture: Option<String>,
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub producer: Option<String>,
+    #[serde(default)]
+    pub license: Option<ReleaseLicences>,
+    #[serde(default)]
+    pub components: Vec<Component>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ReleaseLicences {
+    #[serde(default)]
+    pub distribution: Option<NamePath>,
+    #[serde(default)]
+    pub code: Option<NamePath>,
+    #[serde(default)]
+    pub data: Option<NamePath>,
+    #[serde(default)]
+    pub document: Option<NamePath>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct NamePath {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Component {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub license: Option<String>,
+    #[serde(default)]
+    pub license_path: Option<String>,
+    #[serde(default)]
+    pub component_path: Option<String>,
+}
+
+/// The `sotto:` extension.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// The name sotto uses for the model (`whisper-tiny.en`).
+    pub id: String,
+    /// Weight files, relative to the models directory, with their sha256.
+    #[serde(default)]
+    pub weights: Vec<WeightFile>,
+    /// The id of the manifest this model was fine-tuned or converted from.
+    #[serde(default)]
+    pub base_model: Option<String>,
+    /// Files under the models directory that carry licence, use-policy or model-card text.
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+    /// Whether the training data is described completely enough to rebuild the model
+    /// (OSAID's Data Information), with the reason.
+    #[serde(default)]
+    pub data_information: Option<DataInformation>,
+    /// Where a user can get a fully open alternative.
+    #[serde(default)]
+    pub remedy: Option<String>,
+    /// Published verdicts this manifest reproduces (OSI's validation), for reference models.
+    #[serde(default)]
+    pub published_verdict: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightFile {
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    pub path: String,
+    pub kind: EvidenceKind,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvidenceKind {
+    /// A licence text for the weights or the release.
+    Licence,
+    /// Terms of use or a use policy.
+    Terms,
+    ModelCard,
+    /// Package metadata that states a licence.
+    PackageMetadata,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataInformation {
+    pub complete: bool,
+    pub reason: String,
+}
+
+impl Manifest {
+    pub fn parse(name: &str, text: &str) -> Result<Self, ManifestError> {
+        let m: Manifest = serde_norway::from_str(text).map_err(|e| ManifestError::Invalid {
+            path: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        if m.framework.name != "Model Openness Framework" {
+            return Err(ManifestError::Invalid {
+                path: name.to_string(),
+                reason: format!(
+                    "framework.name is {:?}, expected \"Model Openness Framework\"",
+                    m.framework.name
+                ),
+            });
+        }
+        if m.release.name.trim().is_empty() {
+            return Err(ManifestError::Invalid {
+                path: name.to_string(),
+                reason: "release.name is empty".into(),
+            });
+        }
+        Ok(m)
+    }
+
+    pub fn read(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// The id of this model: the extension's, else the release name.
+    pub fn id(&self) -> &str {
+        self.sotto
+            .as_ref()
+            .map(|s| s.id.as_str())
+            .unwrap_or(&self.release.name)
+    }
+
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.release
+            .components
+            .iter()
+            .find(|c| c.name.trim().eq_ignore_ascii_case(name))
+    }
+
+    /// The licence that applies to a component, per the MOF rule: its own licence, else the
+    /// release default for its content type, else the distribution licence, else none.
+    pub fn licence_of(&self, component: &Component, ty: ContentType) -> Licence {
+        if let Some(own) = &component.license {
+            return Licence::from_name(own);
+        }
+        let defaults = self.release.license.clone().unwrap_or_default();
+        let by_type = match ty {
+            ContentType::Code => defaults.code,
+            ContentType::Data => defaults.data,
+            ContentType::Document => defaults.document,
+        };
+        for np in [by_type, defaults.distribution].into_iter().flatten() {
+            if let Some(name) = np.name.filter(|n| !n.trim().is_empty()) {
+                return Licence::from_name(&name);
+            }
+        }
+        Licence::Undisclosed
+    }
+}
+
+/// The manifests sotto ships, by file name.
+pub const REGISTRY: &[(&str, &str)] = &[
+    (
+        "whisper-tiny.en.yml",
+        include_str!("../../assets/manifests/whisper-tiny.en.yml"),
+    ),
+    (
+        "smollm2-135m-instruct.yml",
+        include_str!("../../assets/manifests/smollm2-135m-instruct.yml"),
+    ),
+    (
+        "smollm2-135m.yml",
+        include_str!("../../assets/manifests/smollm2-135m.yml"),
+    ),
+    (
+        "piper-en_US-joe-medium.yml",
+        include_str!("../../assets/manifests/piper-en_US-joe-medium.yml"),
+    ),
+    (
+        "piper-en_US-lessac-medium.yml",
+        include_str!("../../assets/manifests/piper-en_US-lessac-medium.yml"),
+    ),
+    (
+        "gemma-3-270m.yml",
+        include_str!("../../assets/manifests/gemma-3-270m.yml"),
+    ),
+    (
+        "olmoasr-tiny.en.yml",
+        include_str!("../../assets/manifests/olmoasr-tiny.en.yml"),
+    ),
+    (
+        "silero-vad.yml",
+        include_str!("../../assets/manifests/silero-vad.yml"),
+    ),
+    (
+        "pythia-6.9b.yml",
+        include_str!("../../assets/manifests/pythia-6.9b.yml"),
+    ),
+    (
+        "olmo-7b.yml",
+        include_str!("../../assets/manifests/olmo-7b.yml"),
+    ),
+    (
+        "llama-2-7b.yml",
+        include_str!("../../assets/manifests/llama-2-7b.yml"),
+    ),
+];
+
+/// Finds a registry manifest by model id.
+pub fn registry_manifest(id: &str) -> Option<Result<Manifest, ManifestError>> {
+    REGISTRY.iter().find_map(|(name, text)| {
+        let m = Manifest::parse(name, text);
+        match &m {
+            Ok(m) if m.id() == id => Some(Ok(m.clone())),
+            Err(_) if name.trim_end_matches(".yml") == id => Some(m),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registry_manifest_parses() {
+        for (name, text) in REGISTRY {
+            let m = Manifest::parse(name, text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(format!("{}.yml", m.id()), *name);
+        }
+    }
+
+    #[test]
+    fn the_mof_sample_parses_and_inherits_licences() {
+        let m = Manifest::parse(
+            "sample",
+            include_str!("../../tests/fixtures/mof/sample_model.yml"),
+        )
+        .unwrap();
+        let c = m.component("Training code").unwrap();
+        assert_eq!(
+            m.licence_of(c, ContentType::Code),
+            Licence::Spdx("MIT".into())
+        );
+        let c = m.component("Model parameters (Intermediate)").unwrap();
+        assert_eq!(
+            m.licence_of(c, ContentType::Data),
+            Licence::Spdx("Apache-2.0".into())
+        );
+        let c = m.component("Model architecture").unwrap();
+        assert_eq!(m.licence_of(c, ContentType::Code), Licence::Unlicensed);
+    }
+
+    #[test]
+    fn malformed_yaml_is_an_error() {
+        for text in [
+            "",
+            "[",
+            "framework: 3",
+            "framework:\n  name: Other\nrelease:\n  name: x\n",
+            ":\n -",
+        ] {
+            assert!(Manifest::parse("bad", text).is_err(), "{text:?}");
+        }
+    }
+}

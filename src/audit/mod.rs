@@ -1,0 +1,545 @@
+//! The startup openness audit: before any weights are read into an engine, every model is
+//! identified (sha256 of each weight file, file metadata, licence texts, lineage) and judged
+//! against the OSI Open Source AI Definition 1.0 and the Model Openness Framework.
+//!
+//! Under the default policy only `open-source` models load. A model below the policy stops
+//! startup with a report, unless the user recorded an exception pinned to the exact bytes
+//! (`sotto audit accept`). Engines take an [`AuditPass`], which only [`gate`] makes: no engine
+//! can be built before the audit has passed.
+//!
+//! Runs on the main thread at startup. Hashes are cached by path, size and mtime, and licence
+//! analyses by the evidence file's hash, so a warm start costs milliseconds.
+
+pub mod identity;
+pub mod licence;
+pub mod manifest;
+pub mod verdict;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{Config, Exception};
+use identity::{FileIdentity, HashCache};
+use licence::{ContentType, Licence};
+use manifest::{EvidenceKind, Manifest};
+use verdict::{Findings, Judgement, MofClass, Osaid};
+
+/// Exit code of a command refused by the audit.
+pub const EXIT_REFUSED: u8 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    #[error("model {0:?} is not in sotto's manifest registry (known: {1})")]
+    UnknownModel(String, String),
+    #[error("lineage of {0} loops back on itself")]
+    LineageLoop(String),
+}
+
+/// Where the audit reads from.
+pub struct AuditContext {
+    /// Base directory for the weight and evidence paths of registry manifests.
+    pub models_dir: PathBuf,
+    pub cache: HashCache,
+}
+
+/// One model's full report.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelReport {
+    pub id: String,
+    pub name: String,
+    pub files: Vec<FileIdentity>,
+    pub identity_ok: bool,
+    pub evidence: Vec<EvidenceReport>,
+    pub lineage: Vec<LineageStep>,
+    pub judgement: Judgement,
+    pub findings: Findings,
+    pub remedy: Option<String>,
+    /// Set by the gate.
+    pub admitted: Option<Admission>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LineageStep {
+    pub id: String,
+    pub osaid: Osaid,
+    pub mof: MofClass,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvidenceReport {
+    pub path: String,
+    pub kind: EvidenceKind,
+    pub found: bool,
+    pub analysis: Option<identity::EvidenceAnalysis>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "by", rename_all = "kebab-case")]
+pub enum Admission {
+    Policy,
+    Exception { reason: String, recorded: String },
+}
+
+impl AuditContext {
+    pub fn new(models_dir: &Path) -> Self {
+        Self {
+            models_dir: models_dir.to_path_buf(),
+            cache: HashCache::load_default(),
+        }
+    }
+
+    /// Audits a registry model by id, or a model file by path (which, without a manifest,
+    /// is `unknown`).
+    pub fn audit_id(&mut self, id: &str) -> Result<ModelReport, AuditError> {
+        if manifest::registry_manifest(id).is_none() && Path::new(id).is_file() {
+            return self.audit_bare_file(Path::new(id));
+        }
+        let m = manifest::registry_manifest(id).ok_or_else(|| {
+            let known: Vec<String> = manifest::REGISTRY
+                .iter()
+                .map(|(n, _)| n.trim_end_matches(".yml").to_string())
+                .collect();
+            AuditError::UnknownModel(id.to_string(), known.join(", "))
+        })??;
+        let base = self.models_dir.clone();
+        self.audit_manifest(&m, &base, &mut Vec::new())
+    }
+
+    /// A model file no manifest describes: identified, but nothing is known of its licence,
+    /// code or data, so it is `unknown` — never open by default.
+    fn audit_bare_file(&mut self, path: &Path) -> Result<ModelReport, AuditError> {
+        let id = path.display().to_string();
+        let file = self.cache.identify(path, &id)?;
+        let mut findings = Findings::default();
+        if let Some(declared) = file.metadata.get("general.license") {
+            findings.disagreements.push(format!(
+                "the file declares general.license = {declared:?}, but no manifest backs it"
+            ));
+        }
+        let judgement = Judgement {
+            osaid: Osaid::Unknown,
+            elements: vec![verdict::Element {
+                name: "Manifest",
+                ok: false,
+                reason: "no manifest describes this file: its licence, code, data and lineage are unknown".into(),
+            }],
+            mof: MofClass::None,
+            mof_missing: Vec::new(),
+            notes: findings.disagreements.clone(),
+        };
+        Ok(ModelReport {
+            id: id.clone(),
+            name: id,
+            identity_ok: true,
+            files: vec![file],
+            evidence: Vec::new(),
+            lineage: Vec::new(),
+            judgement,
+            findings,
+            remedy: Some(
+                "write a MOF manifest for it and judge it with `sotto audit --manifest FILE.yml`"
+                    .into(),
+            ),
+            admitted: None,
+        })
+    }
+
+    /// Audits a manifest whose relative paths resolve against `base`.
+    pub fn audit_manifest(
+        &mut self,
+        m: &Manifest,
+        base: &Path,
+        seen: &mut Vec<String>,
+    ) -> Result<ModelReport, AuditError> {
+        let id = m.id().to_string();
+        if seen.contains(&id) {
+            return Err(AuditError::LineageLoop(id));
+        }
+        seen.push(id.clone());
+        let ext = m.sotto.clone();
+        let mut files = Vec::new();
+        let mut identity_problems = Vec::new();
+        for w in ext.iter().flat_map(|e| &e.weights) {
+            let path = base.join(&w.path);
+            if !path.exists() {
+                identity_problems.push(format!("{}: weight file not present", w.path));
+                continue;
+            }
+            let f = self.cache.identify(&path, &w.path)?;
+            if f.sha256 != w.sha256.to_ascii_lowercase() {
+                identity_problems.push(format!(
+                    "{}: sha256 {} is not the manifest's {} — these are not the bytes the \
+                     manifest describes",
+                    w.path, f.sha256, w.sha256
+                ));
+            }
+            files.push(f);
+        }
+
+        let mut findings = Findings::default();
+        let mut evidence = Vec::new();
+        let params_label = m
+            .component("Model parameters (Final)")
+            .map(|c| m.licence_of(c, ContentType::Data));
+        for ev in ext.iter().flat_map(|e| &e.evidence) {
+            let path = base.join(&ev.path);
+            if !path.exists() {
+                evidence.push(EvidenceReport {
+                    path: ev.path.clone(),
+                    kind: ev.kind,
+                    found: false,
+                    analysis: None,
+                });
+                continue;
+            }
+            let a = self.cache.analyse_evidence(&path, ev.kind)?;
+            findings
+                .restrictions
+                .extend(a.restrictions.iter().cloned().map(|mut r| {
+                    r.quote = format!("{} ({})", r.quote, ev.path);
+                    r
+                }));
+            compare_label(&mut findings, params_label.as_ref(), &ev.path, &a);
+            evidence.push(EvidenceReport {
+                path: ev.path.clone(),
+                kind: ev.kind,
+                found: true,
+                analysis: Some(a),
+            });
+        }
+        // The licence a GGUF file declares about itself is evidence too.
+        for f in &files {
+            if let Some(declared) = f.metadata.get("general.license") {
+                let declared_licence = Licence::from_name(declared);
+                let label_differs = params_label.as_ref() != Some(&declared_licence);
+                if label_differs {
+                    findings.disagreements.push(format!(
+                        "{} declares general.license = {declared:?}, the manifest says {}",
+                        f.path,
+                        params_label
+                            .as_ref()
+                            .map(|l| l.to_string())
+                            .unwrap_or_else(|| "nothing".into())
+                    ));
+                    if !declared_licence.is_open_for(ContentType::Data) {
+                        findings.parameters_licence_override = Some(declared_licence);
+                    }
+                }
+            }
+        }
+        findings.restrictions.dedup_by(|a, b| a.family == b.family);
+
+        let mut judgement = verdict::judge(m, &findings);
+        if !identity_problems.is_empty() {
+            judgement.osaid = judgement.osaid.min(Osaid::Unknown);
+            judgement.elements.insert(
+                0,
+                verdict::Element {
+                    name: "Identity",
+                    ok: false,
+                    reason: identity_problems.join("; "),
+                },
+            );
+        }
+        let mut lineage = Vec::new();
+        if let Some(base_id) = ext.as_ref().and_then(|e| e.base_model.clone()) {
+            let base_m = manifest::registry_manifest(&base_id).ok_or_else(|| {
+                AuditError::UnknownModel(base_id.clone(), "the lineage of ".to_string() + &id)
+            })??;
+            let base_report = self.audit_manifest(&base_m, base, seen)?;
+            verdict::cap_by_lineage(&mut judgement, &base_id, &base_report.judgement);
+            lineage.push(LineageStep {
+                id: base_id,
+                osaid: base_report.judgement.osaid,
+                mof: base_report.judgement.mof,
+            });
+            lineage.extend(base_report.lineage);
+        }
+        Ok(ModelReport {
+            id,
+            name: m.release.name.clone(),
+            identity_ok: identity_problems.is_empty(),
+            files,
+            evidence,
+            lineage,
+            judgement,
+            findings,
+            remedy: ext.and_then(|e| e.remedy),
+            admitted: None,
+        })
+    }
+}
+
+/// Compares what an evidence file says with the manifest's label for the weights, keeping the
+/// stricter reading.
+fn compare_label(
+    findings: &mut Findings,
+    label: Option<&Licence>,
+    path: &str,
+    a: &identity::EvidenceAnalysis,
+) {
+    let label_text = label
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "nothing".into());
+    let label_open = label.is_some_and(|l| l.is_open_for(ContentType::Data));
+    if !a.restrictions.is_empty() && label_open {
+        findings.disagreements.push(format!(
+            "the manifest labels the weights {label_text}, but {path} restricts their use \
+             ({}); the stricter reading applies",
+            a.restrictions[0].family
+        ));
+        findings.parameters_licence_override = Some(Licence::Other(format!("terms in {path}")));
+    }
+    let text_id = a
+        .text_match
+        .as_ref()
+        .map(|t| Licence::Spdx(t.spdx_id.clone()));
+    let stated = a.stated_licence.as_deref().map(Licence::from_name);
+    for (what, found) in [("licence text", text_id), ("stated licence", stated)] {
+        let Some(found) = found else { continue };
+        if Some(&found) != label {
+            findings.disagreements.push(format!(
+                "{path}: its {what} is {found}, the manifest says {label_text}"
+            ));
+            if !found.is_open_for(ContentType::Data) {
+                findings.parameters_licence_override = Some(found);
+            }
+        }
+    }
+}
+
+/// Proof that the audit ran and admitted every model an engine is about to load.
+#[derive(Debug)]
+pub struct AuditPass {
+    pub reports: Vec<ModelReport>,
+}
+
+impl AuditPass {
+    /// Whether `path` is one of the admitted weight files.
+    pub fn covers(&self, path: &Path) -> bool {
+        let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        self.reports
+            .iter()
+            .flat_map(|r| &r.files)
+            .any(|f| f.abs_path == want)
+    }
+
+    /// Models admitted only by the user's exception: named on every start.
+    pub fn excepted(&self) -> impl Iterator<Item = (&ModelReport, &str)> {
+        self.reports.iter().filter_map(|r| match &r.admitted {
+            Some(Admission::Exception { reason, .. }) => Some((r, reason.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// The audit refused at least one model.
+#[derive(Debug)]
+pub struct Refusal {
+    pub reports: Vec<ModelReport>,
+    pub policy: Osaid,
+}
+
+/// The weights' sha256, in manifest order: what an exception is pinned to.
+pub fn weight_hashes(r: &ModelReport) -> Vec<String> {
+    r.files.iter().map(|f| f.sha256.clone()).collect()
+}
+
+/// Applies the policy and the user's exceptions to reports.
+pub fn decide(mut reports: Vec<ModelReport>, config: &Config) -> Result<AuditPass, Refusal> {
+    let mut refused = false;
+    for r in &mut reports {
+        if r.identity_ok && r.judgement.osaid >= config.policy {
+            r.admitted = Some(Admission::Policy);
+            continue;
+        }
+        let hashes = weight_hashes(r);
+        let exception = config
+            .exceptions
+            .iter()
+            .rev()
+            .find(|e| e.model == r.id && !hashes.is_empty() && e.sha256 == hashes);
+        match exception {
+            Some(e) => {
+                r.admitted = Some(Admission::Exception {
+                    reason: e.reason.clone(),
+                    recorded: e.recorded.clone(),
+                })
+            }
+            None => {
+                if config.exceptions.iter().any(|e| e.model == r.id) {
+                    r.judgement.notes.push(
+                        "an exception was recorded for this model, but for other bytes: it no \
+                         longer applies"
+                            .into(),
+                    );
+                }
+                refused = true;
+            }
+        }
+    }
+    if refused {
+        Err(Refusal {
+            reports,
+            policy: config.policy,
+        })
+    } else {
+        Ok(AuditPass { reports })
+    }
+}
+
+/// Audits the given registry models and applies the policy. Call before building any engine.
+pub fn gate(
+    ctx: &mut AuditContext,
+    config: &Config,
+    ids: &[&str],
+) -> Result<Result<AuditPass, Refusal>, AuditError> {
+    let t0 = std::time::Instant::now();
+    let reports = ids
+        .iter()
+        .map(|id| ctx.audit_id(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.cache.save();
+    let decision = decide(reports, config);
+    tracing::info!(
+        stage = "audit",
+        models = ids.len(),
+        ms = t0.elapsed().as_millis() as u64,
+        passed = decision.is_ok(),
+        "openness audit finished"
+    );
+    Ok(decision)
+}
+
+/// Records an exception for a model's current bytes.
+pub fn accept(
+    config: &mut Config,
+    report: &ModelReport,
+    reason: &str,
+) -> Result<Exception, crate::config::ConfigError> {
+    let e = Exception {
+        model: report.id.clone(),
+        sha256: weight_hashes(report),
+        reason: reason.to_string(),
+        recorded: identity::now_rfc3339(),
+    };
+    config.record_exception(e.clone())?;
+    Ok(e)
+}
+
+/// The failing elements, short.
+fn failing(r: &ModelReport) -> String {
+    let f: Vec<&str> = r
+        .judgement
+        .elements
+        .iter()
+        .filter(|e| !e.ok)
+        .map(|e| e.name)
+        .collect();
+    if f.is_empty() {
+        "—".into()
+    } else {
+        f.join(", ")
+    }
+}
+
+/// Human-readable report: a table, then details per model.
+pub fn render(reports: &[ModelReport], policy: Osaid) -> String {
+    let mut out = format!("openness audit (policy: {policy})\n\n");
+    out += &format!(
+        "{:<26} {:<12} {:<24} {:<34} {}\n",
+        "model", "OSAID", "MOF", "failing elements", "status"
+    );
+    for r in reports {
+        let status = match &r.admitted {
+            Some(Admission::Policy) => "loads".to_string(),
+            Some(Admission::Exception { .. }) => "loads by YOUR EXCEPTION".to_string(),
+            None => "REFUSED".to_string(),
+        };
+        out += &format!(
+            "{:<26} {:<12} {:<24} {:<34} {}\n",
+            r.id,
+            r.judgement.osaid.to_string(),
+            r.judgement.mof.to_string(),
+            failing(r),
+            status
+        );
+    }
+    for r in reports {
+        out += &format!("\n{} — {}\n", r.id, r.name);
+        for f in &r.files {
+            out += &format!(
+                "  file      {} sha256 {} ({} bytes)\n",
+                f.path, f.sha256, f.bytes
+            );
+            for (k, v) in &f.metadata {
+                out += &format!("            {k} = {v}\n");
+            }
+        }
+        for e in &r.judgement.elements {
+            out += &format!(
+                "  {:<9} {} {}\n",
+                short(e.name),
+                if e.ok { "ok  " } else { "FAIL" },
+                e.reason
+            );
+        }
+        if !r.judgement.mof_missing.is_empty() {
+            out += &format!(
+                "  MOF       next class needs: {}\n",
+                r.judgement.mof_missing.join("; ")
+            );
+        }
+        for ev in &r.evidence {
+            let what = match (&ev.analysis, ev.found) {
+                (_, false) => "not present".to_string(),
+                (Some(a), true) => a.summary(),
+                (None, true) => String::new(),
+            };
+            out += &format!("  evidence  {} ({:?}): {what}\n", ev.path, ev.kind);
+        }
+        for r in &r.findings.restrictions {
+            out += &format!("  clause    [{}] {}: \"{}\"\n", r.family, r.why, r.quote);
+        }
+        if !r.lineage.is_empty() {
+            let chain: Vec<String> = r
+                .lineage
+                .iter()
+                .map(|l| format!("{} ({}, MOF {})", l.id, l.osaid, l.mof))
+                .collect();
+            out += &format!("  lineage   {} ← {}\n", r.id, chain.join(" ← "));
+        }
+        for n in &r.judgement.notes {
+            out += &format!("  note      {n}\n");
+        }
+        match &r.admitted {
+            Some(Admission::Exception { reason, recorded }) => {
+                out += &format!("  EXCEPTION accepted by you on {recorded}: {reason}\n")
+            }
+            None => {
+                out += &format!(
+                    "  remedy    {}\n            or admit these exact bytes: sotto audit accept {} --reason \"...\"\n",
+                    r.remedy
+                        .as_deref()
+                        .unwrap_or("use a model that passes the policy"),
+                    r.id
+                );
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn short(name: &str) -> &str {
+    match name {
+        "Data Information" => "Data",
+        "Field of use" => "Use",
+        n => n,
+    }
+}

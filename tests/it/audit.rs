@@ -1,0 +1,329 @@
+//! The openness audit on the real fetched files, on MOF fixtures, and as the startup gate.
+
+use std::path::Path;
+
+use sotto::audit::{
+    AuditContext, identity::HashCache, manifest::Manifest, verdict::MofClass, verdict::Osaid,
+};
+
+use crate::util::*;
+
+fn audit_json(dir: &Path, models: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = run(sotto_in(dir).args(["audit", "--json"]).args(models));
+    let doc = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    (out.status.code(), doc)
+}
+
+fn failing(model: &serde_json::Value) -> Vec<String> {
+    model["judgement"]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ok"] == false)
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn quick_start_models_get_their_true_verdicts() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, doc) = audit_json(
+        dir.path(),
+        &[
+            "smollm2-135m-instruct",
+            "whisper-tiny.en",
+            "piper-en_US-joe-medium",
+        ],
+    );
+    // Whisper is below the default open-source policy, so the audit as a whole refuses.
+    assert_eq!(code, Some(3));
+    let m = doc["models"].as_array().unwrap();
+
+    assert_eq!(m[0]["judgement"]["osaid"], "open-source", "{:#}", m[0]);
+    assert_eq!(
+        m[0]["files"][0]["metadata"]["general.license"],
+        "apache-2.0"
+    );
+    assert_eq!(
+        m[0]["evidence"][0]["analysis"]["text_match"]["spdx_id"],
+        "Apache-2.0"
+    );
+
+    assert_eq!(m[1]["judgement"]["osaid"], "open-weight", "{:#}", m[1]);
+    assert_eq!(failing(&m[1]), ["Code", "Data Information"]);
+    let code_reason = m[1]["judgement"]["elements"][1]["reason"].as_str().unwrap();
+    assert!(
+        code_reason.contains("Training code: not released"),
+        "{code_reason}"
+    );
+    assert!(m[1]["admitted"].is_null());
+
+    // Piper joe: judged with its lineage (fine-tuned from lessac).
+    assert_eq!(
+        m[2]["lineage"][0]["id"], "piper-en_US-lessac-medium",
+        "{:#}",
+        m[2]
+    );
+    assert_eq!(m[2]["lineage"][0]["osaid"], "open-source");
+    assert_eq!(m[2]["judgement"]["osaid"], "open-source");
+    assert_eq!(m[2]["judgement"]["mof"], "None");
+}
+
+#[test]
+fn gemma_is_restricted_quoting_its_terms() {
+    let gguf = models_dir().join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf");
+    assert!(
+        gguf.is_file(),
+        "Gemma is missing: run scripts/setup --with-negative"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sotto_in(dir.path()).args(["audit", "gemma-3-270m"]));
+    assert_eq!(out.status.code(), Some(3));
+    let text = stdout(&out);
+    assert!(
+        text.contains("gemma-3-270m") && text.contains("restricted"),
+        "{text}"
+    );
+    assert!(
+        text.contains("restrict (remotely or otherwise) usage"),
+        "the remote-restriction clause is quoted: {text}"
+    );
+    assert!(text.contains("Prohibited Use Policy"), "{text}");
+    assert!(text.contains("general.license = gemma"), "{text}");
+}
+
+#[test]
+fn an_apache_label_over_a_restrictive_licence_text_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("LICENSE"),
+        "Permission is granted to use this model, subject to Attachment A.\n\
+         Attachment A - Use Restrictions. You agree not to use the Model or Derivatives of the \
+         Model: in any way that violates any applicable law; to generate misinformation.\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("weights.bin"), b"not really weights").unwrap();
+    let sha = sotto::models::sha256_file(&dir.path().join("weights.bin")).unwrap();
+    let manifest = dir.path().join("model.yml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "framework:\n  name: Model Openness Framework\n  version: '1.0'\n  date: '2024-12-15'\n\
+             release:\n  name: labelled-apache\n  license:\n    distribution:\n      name: Apache-2.0\n\
+             \x20 components:\n    - name: Model parameters (Final)\n      license: Apache-2.0\n\
+             \x20   - name: Model architecture\n\
+             sotto:\n  id: labelled-apache\n  weights:\n    - path: weights.bin\n      sha256: {sha}\n\
+             \x20 evidence:\n    - path: LICENSE\n      kind: licence\n"
+        ),
+    )
+    .unwrap();
+    let out = run(sotto_in(dir.path())
+        .args(["audit", "--manifest"])
+        .arg(&manifest));
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("restricted"), "{text}");
+    assert!(
+        text.contains(
+            "the manifest labels the weights Apache-2.0, but LICENSE restricts their use"
+        ),
+        "the disagreement is reported: {text}"
+    );
+    assert!(
+        text.contains("You agree not to use the Model"),
+        "the clause is quoted: {text}"
+    );
+}
+
+#[test]
+fn changed_bytes_void_identity_and_exception() {
+    let src = model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let dst = models.join(sotto::models::WHISPER_GGML);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::copy(&src, &dst).unwrap();
+    let sotto_here = || {
+        let mut c = sotto_in(dir.path());
+        c.env("SOTTO_MODELS_DIR", &models);
+        c
+    };
+    let out = run(sotto_here().args(["audit", "accept", "whisper-tiny.en", "--reason", "test"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(sotto_here().args(["audit", "whisper-tiny.en"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("loads by YOUR EXCEPTION"),
+        "{}",
+        stdout(&out)
+    );
+
+    // One byte changes (same size; a new mtime makes the cache hash again).
+    let mut bytes = std::fs::read(&dst).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&dst, &bytes).unwrap();
+    let out = run(sotto_here().args(["audit", "whisper-tiny.en"]));
+    assert_eq!(out.status.code(), Some(3));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Identity  FAIL") || text.contains("Identity FAIL"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not the bytes the manifest describes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("for other bytes: it no longer applies"),
+        "{text}"
+    );
+    assert!(text.contains("REFUSED"), "{text}");
+}
+
+fn judge_fixture(name: &str) -> (Osaid, MofClass, Vec<String>) {
+    let path = repo().join("tests/fixtures/mof").join(name);
+    let m = Manifest::read(&path).unwrap();
+    let mut ctx = AuditContext {
+        models_dir: repo(),
+        cache: HashCache::in_memory(),
+    };
+    let r = ctx
+        .audit_manifest(&m, path.parent().unwrap(), &mut Vec::new())
+        .unwrap();
+    (r.judgement.osaid, r.judgement.mof, r.judgement.notes)
+}
+
+#[test]
+fn mof_classes_from_fixtures() {
+    let (osaid, mof, notes) = judge_fixture("class-1.yml");
+    assert_eq!((osaid, mof), (Osaid::OpenSource, MofClass::I));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("research paper stands in for the technical report")),
+        "{notes:?}"
+    );
+
+    assert_eq!(judge_fixture("class-2.yml").1, MofClass::II);
+
+    let (_, mof, notes) = judge_fixture("class-3.yml");
+    assert_eq!(mof, MofClass::III);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("model card stands in for the data card")),
+        "{notes:?}"
+    );
+
+    assert_eq!(judge_fixture("class-none.yml").1, MofClass::None);
+
+    let (osaid, mof, _) = judge_fixture("class-restricted.yml");
+    assert_eq!((osaid, mof), (Osaid::Restricted, MofClass::None));
+}
+
+#[test]
+fn reference_models_match_osis_published_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, doc) = audit_json(
+        dir.path(),
+        &["pythia-6.9b", "olmo-7b", "llama-2-7b", "olmoasr-tiny.en"],
+    );
+    let verdicts: Vec<&str> = doc["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["judgement"]["osaid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["open-source", "open-source", "restricted", "open-source"]
+    );
+}
+
+#[test]
+fn the_audit_finishes_before_any_engine_is_built() {
+    model(sotto::models::WHISPER_GGML);
+    // Refused: the engine is never constructed.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sotto_in(dir.path())
+        .args(["-v", "transcribe"])
+        .arg(jfk_wav()));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("startup stopped by the openness audit"),
+        "{err}"
+    );
+    assert!(!err.contains("whisper model loaded"), "{err}");
+    assert!(stdout(&out).is_empty());
+
+    // Admitted (by exception): the audit's log line comes before the engine's, and the
+    // exception is named on start.
+    let out = run(sotto().args(["-v", "transcribe"]).arg(jfk_wav()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let audit_at = err.find("openness audit finished").expect("audit logged");
+    let engine_at = err.find("whisper model loaded").expect("engine logged");
+    assert!(audit_at < engine_at, "{err}");
+    assert!(
+        err.contains("loads only because of your exception"),
+        "{err}"
+    );
+}
+
+#[test]
+fn warm_audit_uses_the_cache() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sotto_in(dir.path()).args(["audit", "smollm2-135m-instruct"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cache = dir.path().join("cache/audit-cache.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let entry = doc["files"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"))
+        .expect("weights cached");
+    assert_eq!(
+        entry.1["sha256"],
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
+}
+
+#[test]
+fn malformed_manifests_and_gguf_headers_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "framework: [unclosed\n").unwrap();
+    let out = run(sotto_in(dir.path()).args(["audit", "--manifest"]).arg(&bad));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bad.yml"), "{}", stderr(&out));
+
+    // Mutations of a real GGUF header: every one parses or errors, none panics.
+    let gguf = model(sotto::models::SMOLLM2_GGUF);
+    let mut head = vec![0u8; 4096];
+    use std::io::Read;
+    std::fs::File::open(&gguf)
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..2000 {
+        let mut b = head.clone();
+        for _ in 0..4 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let i = (seed as usize) % b.len();
+            b[i] = (seed >> 32) as u8;
+        }
+        let cut = (seed as usize >> 8) % b.len();
+        let _ = sotto::models::gguf::Header::parse(&b[..cut], b.len() as u64);
+        let _ = Manifest::parse("fuzz", &String::from_utf8_lossy(&b[..cut.min(300)]));
+    }
+}
