@@ -5,7 +5,8 @@ weights, thread count and beam size, in one run.
 faster-whisper reads the fetched CTranslate2 directory (models/whisper-tiny.en-ct2); sotto reads
 the whisper.cpp file converted from it. Inputs: assets/jfk.wav (11 s) and a 60 s espeak-ng
 recording made here. Each measurement is the median of --runs runs of transcription alone
-(model already loaded); model load times are reported separately.
+(model already loaded); model load times are reported separately. sotto runs with
+--policy open-weight: Whisper tiny.en is open-weight, admitted explicitly for this comparison.
 
 Usage: python3 scripts/compare_stt.py [--threads N] [--beam-size B] [--runs R]
 Needs: `pip install faster-whisper` in the Python that runs this; espeak-ng and sox.
@@ -52,7 +53,7 @@ def sotto_run(wav: Path, threads: int, beam: int, runs: int) -> tuple[float, flo
     for _ in range(runs):
         t0 = time.perf_counter()
         out = subprocess.run(
-            [str(SOTTO), "transcribe", "--format", "json", "--threads", str(threads),
+            [str(SOTTO), "--policy", "open-weight", "transcribe", "--format", "json", "--threads", str(threads),
              "--beam-size", str(beam), str(wav)],
             check=True, capture_output=True, text=True,
         )
