@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::audio;
-use crate::audit::{self, AuditContext, AuditPass, verdict::Osaid};
+use crate::audit::{self, AuditContext, AuditPass, identity::HashCache, verdict::Osaid};
 use crate::config::Config;
 use crate::models::{self, ModelsDir, import};
 use crate::stt::{self, Stt, SttOptions};
@@ -158,12 +158,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
 /// Runs the startup audit for the models a command is about to load. On refusal prints the
 /// report and returns the exit code; on success names every model admitted by exception.
 pub fn startup_gate(
-    models: &ModelsDir,
+    ctx: &mut AuditContext,
     config: &Config,
     ids: &[&str],
 ) -> anyhow::Result<Result<AuditPass, ExitCode>> {
-    let mut ctx = AuditContext::new(&models.root);
-    match audit::gate(&mut ctx, config, ids)? {
+    match audit::gate(ctx, config, ids)? {
         Ok(pass) => {
             for (r, reason) in pass.excepted() {
                 eprintln!(
@@ -348,10 +347,16 @@ fn init_logging(verbose: u8) {
 }
 
 /// The Whisper model to load: `--model`, else the imported tiny.en, verified against its pin.
-fn whisper_model(models: &ModelsDir, flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+/// The pin check hashes through the audit's cache, so the audit that follows does not hash
+/// the file a second time.
+fn whisper_model(
+    models: &ModelsDir,
+    cache: &mut HashCache,
+    flag: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
     let path = flag.unwrap_or_else(|| models.path(models::WHISPER_GGML));
     if let Some(pin) = models.pin_for(&path) {
-        models::verify_file(&path, &pin)?;
+        models::verify_file_hashed(&path, &pin, || Ok(cache.identify(&path, &pin.dest)?.sha256))?;
     } else if !path.exists() {
         bail!("{}: model file not found", path.display());
     }
@@ -374,12 +379,13 @@ fn transcribe(
         );
     }
     let outputs = output_paths(&args)?;
-    let model_path = whisper_model(models, args.model.clone())?;
+    let mut audit_ctx = AuditContext::new(&models.root);
+    let model_path = whisper_model(models, &mut audit_ctx.cache, args.model.clone())?;
     let model_id = match &args.model {
         Some(path) => path.display().to_string(),
         None => config.stt_model.clone(),
     };
-    let pass = match startup_gate(models, config, &[&model_id])? {
+    let pass = match startup_gate(&mut audit_ctx, config, &[&model_id])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
     };

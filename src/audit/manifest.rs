@@ -272,15 +272,29 @@ pub const REGISTRY: &[(&str, &str)] = &[
     ),
 ];
 
-/// Finds a registry manifest by model id.
+/// Finds a registry manifest by model id. The registry is parsed once per process.
 pub fn registry_manifest(id: &str) -> Option<Result<Manifest, ManifestError>> {
-    REGISTRY.iter().find_map(|(name, text)| {
-        let m = Manifest::parse(name, text);
-        match &m {
-            Ok(m) if m.id() == id => Some(Ok(m.clone())),
-            Err(_) if name.trim_end_matches(".yml") == id => Some(m),
-            _ => None,
-        }
+    static PARSED: std::sync::OnceLock<Vec<(&str, Result<Manifest, String>)>> =
+        std::sync::OnceLock::new();
+    let parsed = PARSED.get_or_init(|| {
+        REGISTRY
+            .iter()
+            .map(|(name, text)| {
+                let m = Manifest::parse(name, text).map_err(|e| match e {
+                    ManifestError::Invalid { reason, .. } => reason,
+                    other => other.to_string(),
+                });
+                (*name, m)
+            })
+            .collect()
+    });
+    parsed.iter().find_map(|(name, m)| match m {
+        Ok(m) if m.id() == id => Some(Ok(m.clone())),
+        Err(reason) if name.trim_end_matches(".yml") == id => Some(Err(ManifestError::Invalid {
+            path: name.to_string(),
+            reason: reason.clone(),
+        })),
+        _ => None,
     })
 }
 

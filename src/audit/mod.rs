@@ -96,10 +96,11 @@ impl AuditContext {
     /// Audits a registry model by id, or a model file by path (which, without a manifest,
     /// is `unknown`).
     pub fn audit_id(&mut self, id: &str) -> Result<ModelReport, AuditError> {
-        if manifest::registry_manifest(id).is_none() && Path::new(id).is_file() {
+        let found = manifest::registry_manifest(id);
+        if found.is_none() && Path::new(id).is_file() {
             return self.audit_bare_file(Path::new(id));
         }
-        let m = manifest::registry_manifest(id).ok_or_else(|| {
+        let m = found.ok_or_else(|| {
             let known: Vec<String> = manifest::REGISTRY
                 .iter()
                 .map(|(n, _)| n.trim_end_matches(".yml").to_string())

@@ -179,6 +179,16 @@ impl ModelsDir {
 
 /// Checks `path` against `pin`: present, right size (cheap), right sha256.
 pub fn verify_file(path: &Path, pin: &Pin) -> Result<(), ModelError> {
+    verify_file_hashed(path, pin, || sha256_file(path))
+}
+
+/// As [`verify_file`], with the sha256 from `hash` (e.g. the audit's cache), which is only
+/// called once the file exists and has the pinned size.
+pub fn verify_file_hashed(
+    path: &Path,
+    pin: &Pin,
+    hash: impl FnOnce() -> Result<String, ModelError>,
+) -> Result<(), ModelError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -197,7 +207,7 @@ pub fn verify_file(path: &Path, pin: &Pin) -> Result<(), ModelError> {
             hint: pin.remedy(),
         });
     }
-    let actual = sha256_file(path)?;
+    let actual = hash()?;
     if actual != pin.sha256 {
         return Err(ModelError::HashMismatch {
             path: path.to_path_buf(),
