@@ -58,6 +58,57 @@ pub enum Command {
     Models(ModelsCommand),
     /// Judge the models' openness (OSAID 1.0 verdict, MOF class) and manage exceptions.
     Audit(AuditArgs),
+    /// Talk to the on-device language model (one prompt, or a conversation on a terminal).
+    Chat(ChatArgs),
+    /// Speak text with the Piper voice, to the speaker or a WAV file.
+    Say(SayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// One prompt; without it, a conversation on stdin (one line per turn).
+    #[arg(value_name = "PROMPT")]
+    pub prompt: Option<String>,
+    /// System prompt (default: `[llm] system_prompt` in the config, else a short-answer prompt).
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 0.2)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 299_792_458)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 1.1)]
+    pub repeat_penalty: f32,
+    /// Print token counts and speeds on stderr after each reply.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SayArgs {
+    /// What to say; `-` reads stdin.
+    #[arg(value_name = "TEXT")]
+    pub text: String,
+    /// Write a WAV file instead of playing.
+    #[arg(short, long, value_name = "FILE.wav")]
+    pub output: Option<PathBuf>,
+    /// Voice: a registry id (default: the configured voice).
+    #[arg(long, value_name = "VOICE")]
+    pub voice: Option<String>,
+    /// Speaking rate; 1.0 is the voice's own, 1.5 faster.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f32,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Print synthesis timing on stderr (time to first audio, real-time factor).
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +203,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Models(ModelsCommand::List) => models_list(&models),
         Command::Models(ModelsCommand::Import { force }) => models_import(&models, force),
         Command::Audit(args) => audit_command(&models, &mut config, args),
+        Command::Chat(args) => chat(&models, &config, args),
+        Command::Say(args) => say(&models, &config, args),
     }
 }
 
@@ -611,6 +664,183 @@ fn models_import(models: &ModelsDir, force: bool) -> anyhow::Result<ExitCode> {
         for s in &i.sources {
             println!("           from {} (sha256 {})", s.path, &s.sha256[..16]);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first weight file of a registry model (the file its engine loads).
+fn registry_weight(models: &ModelsDir, id: &str) -> anyhow::Result<PathBuf> {
+    let m = audit::manifest::registry_manifest(id)
+        .with_context(|| format!("model {id:?} is not in sotto's manifest registry"))??;
+    let w = m
+        .sotto
+        .as_ref()
+        .and_then(|s| s.weights.first())
+        .with_context(|| format!("the manifest of {id} lists no weight file"))?;
+    let path = models.path(&w.path);
+    if !path.is_file() {
+        bail!(
+            "{}: model file is missing; run scripts/setup",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<ExitCode> {
+    let gguf = registry_weight(models, &config.llm_model)?;
+    let tokenizer = gguf.with_file_name("tokenizer.json");
+    let mut ctx = AuditContext::new(&models.root);
+    let pass = match startup_gate(&mut ctx, config, &[&config.llm_model])? {
+        Ok(pass) => pass,
+        Err(code) => return Ok(code),
+    };
+    let system = args
+        .system
+        .clone()
+        .unwrap_or_else(|| config.system_prompt.clone());
+    let mut llm = crate::llm::Llm::load(&pass, &gguf, &tokenizer, Some(system))?;
+    let params = crate::llm::GenParams {
+        temperature: args.temperature,
+        top_p: Some(args.top_p).filter(|p| *p < 1.0),
+        seed: args.seed,
+        repeat_penalty: args.repeat_penalty,
+        max_tokens: args.max_tokens,
+        ..crate::llm::GenParams::default()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let turn = |llm: &mut crate::llm::Llm, prompt: &str| -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        let reply = llm.respond(prompt, &params, &cancel, |piece| {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        })?;
+        writeln!(stdout)?;
+        if args.stats {
+            eprintln!(
+                "[{} prompt tokens ({} run) in {} ms = {:.0} tok/s; {} tokens in {} ms = {:.1} tok/s; stop: {:?}]",
+                reply.prompt_tokens,
+                reply.prefilled_tokens,
+                reply.prefill.as_millis(),
+                reply.prefilled_tokens as f64 / reply.prefill.as_secs_f64().max(1e-9),
+                reply.tokens,
+                reply.decode.as_millis(),
+                reply.tokens as f64 / reply.decode.as_secs_f64().max(1e-9),
+                reply.stop
+            );
+        }
+        Ok(())
+    };
+    if let Some(prompt) = &args.prompt {
+        turn(&mut llm, prompt)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    llm.warm_up()?;
+    let tty = std::io::stdin().is_terminal();
+    let mut line = String::new();
+    loop {
+        if tty {
+            eprint!("> ");
+        }
+        line.clear();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            break;
+        }
+        let prompt = line.trim();
+        if prompt.is_empty() {
+            continue;
+        }
+        turn(&mut llm, prompt)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<ExitCode> {
+    let text = if args.text == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+    } else {
+        args.text.clone()
+    };
+    if text.trim().is_empty() {
+        bail!("nothing to say: the text is empty");
+    }
+    if !(0.25..=4.0).contains(&args.speed) {
+        bail!("--speed {} is out of range (0.25 to 4)", args.speed);
+    }
+    if let Some(out) = &args.output
+        && out.exists()
+        && !args.force
+    {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            out.display()
+        );
+    }
+    let voice = args
+        .voice
+        .clone()
+        .unwrap_or_else(|| config.tts_model.clone());
+    let onnx = registry_weight(models, &voice)?;
+    let runtime = crate::tts::default_runtime_path(&models.root);
+    let mut ctx = AuditContext::new(&models.root);
+    let pass = match startup_gate(&mut ctx, config, &[&voice])? {
+        Ok(pass) => pass,
+        Err(code) => return Ok(code),
+    };
+    let mut tts = crate::tts::Tts::load(&pass, &onnx, &runtime)?;
+    // Sentence by sentence, so playback can start after the first one.
+    let mut chunker = crate::chunker::Chunker::new();
+    let mut chunks = chunker.push(&text);
+    chunks.extend(chunker.finish());
+    let t0 = Instant::now();
+    let mut first_audio = None;
+    let mut audio_s = 0.0;
+    let mut synth_time = std::time::Duration::ZERO;
+    let mut synth =
+        |tts: &mut crate::tts::Tts, chunk: &str| -> anyhow::Result<crate::tts::Speech> {
+            let speech = tts.synthesize(chunk, args.speed)?;
+            first_audio.get_or_insert(t0.elapsed());
+            synth_time += speech.took;
+            audio_s += speech.samples.len() as f64 / speech.sample_rate_hz as f64;
+            Ok(speech)
+        };
+    match &args.output {
+        Some(out) => {
+            let mut all = Vec::new();
+            let gap = vec![0.0; tts.sample_rate_hz as usize / 5];
+            for chunk in &chunks {
+                let speech = synth(&mut tts, chunk)?;
+                all.extend_from_slice(&speech.samples);
+                all.extend_from_slice(&gap);
+            }
+            let dir = out
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            audio::write_wav(tmp.path(), &all, tts.sample_rate_hz)?;
+            tmp.persist(out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        None => {
+            let speaker = crate::playback::Speaker::open_default()?;
+            for chunk in &chunks {
+                let speech = synth(&mut tts, chunk)?;
+                speaker.queue(&speech.samples, speech.sample_rate_hz)?;
+            }
+            speaker.wait();
+        }
+    }
+    if args.stats {
+        let synth_s = synth_time.as_secs_f64();
+        eprintln!(
+            "[first audio after {} ms; {:.2} s of speech synthesized in {:.0} ms: real-time factor {:.3}]",
+            first_audio.unwrap_or_default().as_millis(),
+            audio_s,
+            synth_s * 1000.0,
+            synth_s / audio_s.max(1e-9)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -37,6 +37,14 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub models: RawModels,
+    #[serde(default)]
+    pub llm: RawLlm,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlm {
+    pub system_prompt: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +83,7 @@ pub struct Config {
     pub stt_model: String,
     pub llm_model: String,
     pub tts_model: String,
+    pub system_prompt: String,
 }
 
 impl Config {
@@ -130,6 +139,10 @@ impl Config {
                 .models
                 .tts
                 .unwrap_or_else(|| "piper-en_US-joe-medium".into()),
+            system_prompt: raw
+                .llm
+                .system_prompt
+                .unwrap_or_else(|| crate::llm::DEFAULT_SYSTEM_PROMPT.into()),
         })
     }
 

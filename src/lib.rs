@@ -7,8 +7,12 @@
 
 pub mod audio;
 pub mod audit;
+pub mod chunker;
 pub mod cli;
 pub mod config;
+pub mod llm;
 pub mod models;
+pub mod playback;
 pub mod stt;
 pub mod transcript;
+pub mod tts;

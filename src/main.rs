@@ -1,6 +1,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before any thread exists: espeak-rs reads this from the environment.
+    sotto::tts::locate_espeak_data();
     match sotto::cli::run() {
         Ok(code) => code,
         Err(e) => {

@@ -8,5 +8,7 @@ mod util;
 
 mod audit;
 mod fetch;
+mod llm;
 mod models;
+mod speech;
 mod transcribe;

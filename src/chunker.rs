@@ -1,0 +1,203 @@
+//! Turns a stream of LLM text pieces into speakable chunks, as early as possible.
+//!
+//! Pure logic, no I/O, unit-tested. The first chunk goes out at the first clause boundary (a
+//! comma, colon or sentence end after a few words) so speech starts before the reply is
+//! finished; later chunks end at sentence ends, or at a clause boundary once they are long.
+//! A period does not end a sentence after an abbreviation ("Dr.", "e.g."), inside a number
+//! ("3.14", "1,000") or after a list number ("1."). Text without punctuation is cut at a word
+//! boundary after [`MAX_WORDS`] words.
+
+/// Words the first chunk needs before a comma may end it.
+const FIRST_CLAUSE_MIN_WORDS: usize = 3;
+/// Words after which a later chunk may end at a comma.
+const LONG_CHUNK_WORDS: usize = 18;
+/// Hard cut for text with no punctuation at all.
+pub const MAX_WORDS: usize = 30;
+
+const ABBREVIATIONS: &[&str] = &[
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "inc",
+    "ltd", "co", "approx", "fig", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept",
+    "oct", "nov", "dec", "mt", "u.s", "a.m", "p.m",
+];
+
+#[derive(Debug, Default)]
+pub struct Chunker {
+    pending: String,
+    emitted_any: bool,
+}
+
+impl Chunker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a piece of text; returns the chunks that are now complete.
+    pub fn push(&mut self, piece: &str) -> Vec<String> {
+        self.pending.push_str(piece);
+        let mut out = Vec::new();
+        while let Some(end) = self.boundary() {
+            let chunk: String = self.pending.drain(..end).collect();
+            let chunk = chunk.trim().to_string();
+            if !chunk.is_empty() {
+                out.push(chunk);
+                self.emitted_any = true;
+            }
+        }
+        out
+    }
+
+    /// The rest, at the end of the stream.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.pending);
+        let rest = rest.trim();
+        (!rest.is_empty()).then(|| rest.to_string())
+    }
+
+    /// Byte index just past the first complete chunk in `pending`, if any.
+    fn boundary(&self) -> Option<usize> {
+        let text = &self.pending;
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        let mut words = 0;
+        let mut in_word = false;
+        for (n, &(i, c)) in chars.iter().enumerate() {
+            if c.is_whitespace() {
+                if in_word {
+                    words += 1;
+                }
+                in_word = false;
+            } else {
+                in_word = true;
+            }
+            // A boundary needs to see what follows: whitespace (or a newline for lists).
+            let Some(&(next_i, next)) = chars.get(n + 1) else {
+                break;
+            };
+            let words_here = words + usize::from(in_word);
+            if c == '\n' && words_here > 0 {
+                return Some(next_i);
+            }
+            if !next.is_whitespace() {
+                continue;
+            }
+            let after = next_i;
+            match c {
+                '.' if self.is_sentence_period(i) => return Some(after),
+                '!' | '?' | ';' => return Some(after),
+                ',' | ':' => {
+                    let min = if self.emitted_any {
+                        LONG_CHUNK_WORDS
+                    } else {
+                        FIRST_CLAUSE_MIN_WORDS
+                    };
+                    if words_here >= min {
+                        return Some(after);
+                    }
+                }
+                _ => {}
+            }
+            if words_here >= MAX_WORDS && c.is_alphanumeric() {
+                return Some(after);
+            }
+        }
+        None
+    }
+
+    /// Whether the '.' at byte `i` ends a sentence (not an abbreviation, a list number or an
+    /// initial).
+    fn is_sentence_period(&self, i: usize) -> bool {
+        let before = &self.pending[..i];
+        let word = before
+            .rsplit(|c: char| c.is_whitespace() || c == '(' || c == '"')
+            .next()
+            .unwrap_or("");
+        let lower = word.to_lowercase();
+        if ABBREVIATIONS.contains(&lower.as_str()) {
+            return false;
+        }
+        // "1." at the start of a line is a list marker; a single capital is an initial.
+        let line_start = before
+            .rfind('\n')
+            .map(|n| before[n + 1..].trim().len() == word.len())
+            .unwrap_or(before.trim().len() == word.len());
+        if line_start && !word.is_empty() && word.chars().all(|c| c.is_ascii_digit()) {
+            return false;
+        }
+        if word.len() == 1 && word.chars().all(|c| c.is_ascii_uppercase()) {
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds text a few characters at a time, as tokens arrive.
+    fn chunks(text: &str) -> Vec<String> {
+        let mut c = Chunker::new();
+        let mut out = Vec::new();
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(3) {
+            out.extend(c.push(&piece.iter().collect::<String>()));
+        }
+        out.extend(c.finish());
+        out
+    }
+
+    #[test]
+    fn first_clause_goes_out_early() {
+        let mut c = Chunker::new();
+        assert!(c.push("Sure, the capital of France").is_empty());
+        let first = c.push(" is Paris, a city on the Seine");
+        assert_eq!(first, vec!["Sure, the capital of France is Paris,"]);
+    }
+
+    #[test]
+    fn sentences_split_but_abbreviations_do_not() {
+        assert_eq!(
+            chunks("Dr. Smith met Mrs. Jones at 5 p.m. today. They talked, e.g. about tea. Fine!"),
+            vec![
+                "Dr. Smith met Mrs. Jones at 5 p.m. today.",
+                "They talked, e.g. about tea.",
+                "Fine!"
+            ]
+        );
+    }
+
+    #[test]
+    fn decimals_and_thousands_stay_whole() {
+        assert_eq!(
+            chunks("Pi is about 3.14159 and the price is 1,299.99 dollars. Done."),
+            vec![
+                "Pi is about 3.14159 and the price is 1,299.99 dollars.",
+                "Done."
+            ]
+        );
+    }
+
+    #[test]
+    fn list_items_split_on_lines_not_on_their_numbers() {
+        assert_eq!(
+            chunks("You need:\n1. Flour\n2. Eggs\n3. Milk"),
+            vec!["You need:", "1. Flour", "2. Eggs", "3. Milk"]
+        );
+    }
+
+    #[test]
+    fn text_without_punctuation_is_cut_at_word_boundaries() {
+        let words: Vec<String> = (0..70).map(|i| format!("word{i}")).collect();
+        let out = chunks(&words.join(" "));
+        assert!(out.len() >= 3, "{out:?}");
+        for c in &out {
+            assert!(c.split_whitespace().count() <= MAX_WORDS, "{c}");
+        }
+        assert_eq!(out.join(" "), words.join(" "), "nothing lost");
+    }
+
+    #[test]
+    fn nothing_is_lost() {
+        let text = "Hello! How are you? I am fine; thanks. The end";
+        assert_eq!(chunks(text).join(" "), text);
+    }
+}

@@ -1,0 +1,288 @@
+//! Text to speech: a Piper voice (VITS, ONNX) through piper-rs and ONNX Runtime.
+//!
+//! [`Tts`] owns the voice (an ONNX Runtime session); it is built once after the openness audit
+//! and used by the thread that owns it. ONNX Runtime is loaded dynamically from the library
+//! setup fetched: [`init_onnx_runtime`] checks the file exists and really is an ONNX Runtime
+//! library before the first `ort` call, because `ort` hangs forever on a bad path.
+//!
+//! Phonemes: espeak-rs drops clause punctuation and the space between clauses ("Hello! This
+//! is" → `həlˈoʊðɪs ɪz`), which makes Piper run sentences together. So the text is split into
+//! clauses here, each clause is phonemized alone, and the clauses are joined again with their
+//! punctuation and a space.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use piper_rs::Piper;
+
+use crate::audit::AuditPass;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TtsError {
+    #[error("{0}: not admitted by the openness audit; run the audit before loading a model")]
+    NotAudited(PathBuf),
+    #[error("ONNX Runtime library {path}: {reason}; run scripts/setup, or set ORT_DYLIB_PATH")]
+    Runtime { path: PathBuf, reason: String },
+    #[error("{path}: cannot load the voice: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error(
+        "cannot phonemize {text:?}: {reason} (is espeak-ng-data installed? set PIPER_ESPEAKNG_DATA_DIRECTORY)"
+    )]
+    Phonemize { text: String, reason: String },
+    #[error("synthesis failed: {0}")]
+    Synthesize(String),
+}
+
+/// How long ONNX Runtime may take to initialise before we give up rather than hang.
+const ORT_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Loads ONNX Runtime from `lib` once per process. The path is checked first (exists, is a
+/// loadable library exporting `OrtGetApiBase`), and the initialisation itself runs on a helper
+/// thread with a timeout, so a bad library gives an error within seconds, never a hang.
+pub fn init_onnx_runtime(lib: &Path) -> Result<(), TtsError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    let bad = |reason: String| TtsError::Runtime {
+        path: lib.to_path_buf(),
+        reason,
+    };
+    if !lib.is_file() {
+        return Err(bad("no such file".into()));
+    }
+    {
+        // SAFETY: loading a shared library runs its initialisers; this is the ONNX Runtime
+        // library setup fetched and pinned (or the user's ORT_DYLIB_PATH). The handle is
+        // dropped at the end of this block: ort loads the library again itself.
+        let probe = unsafe { libloading::Library::new(lib) }
+            .map_err(|e| bad(format!("cannot be loaded: {e}")))?;
+        // SAFETY: only the symbol's presence is checked; it is never called through here.
+        unsafe {
+            probe.get::<unsafe extern "C" fn() -> *const std::ffi::c_void>(b"OrtGetApiBase\0")
+        }
+        .map_err(|_| bad("is not an ONNX Runtime library (no OrtGetApiBase)".into()))?;
+    }
+    let result = INIT.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let path = lib.to_path_buf();
+        // Detached on purpose: if ort hangs, the thread is abandoned and we report an error.
+        let _ = std::thread::Builder::new()
+            .name("ort-init".into())
+            .spawn(move || {
+                let r = ort::init_from(&path)
+                    .map(|b| {
+                        b.with_name("sotto").commit();
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(r);
+            });
+        match rx.recv_timeout(ORT_INIT_TIMEOUT) {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "did not initialise within {} s",
+                ORT_INIT_TIMEOUT.as_secs()
+            )),
+        }
+    });
+    result.clone().map_err(bad)
+}
+
+/// The ONNX Runtime library: `$ORT_DYLIB_PATH`, else the one setup put in the models dir.
+pub fn default_runtime_path(models_root: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return PathBuf::from(p);
+    }
+    let name = if cfg!(target_os = "macos") {
+        "libonnxruntime.1.24.4.dylib"
+    } else {
+        "libonnxruntime.so.1.24.4"
+    };
+    models_root.join("onnxruntime").join(name)
+}
+
+/// Points espeak-rs at the system's espeak-ng-data when the user has not. Call at startup,
+/// before any thread is spawned.
+pub fn locate_espeak_data() {
+    const VAR: &str = "PIPER_ESPEAKNG_DATA_DIRECTORY";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+        "/usr/share",
+        "/usr/local/share",
+        "/opt/homebrew/share",
+    ];
+    if let Some(dir) = candidates
+        .iter()
+        .find(|d| Path::new(d).join("espeak-ng-data/phontab").is_file())
+    {
+        // SAFETY: called from `main` before any other thread exists, so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var(VAR, dir) };
+    }
+}
+
+pub struct Tts {
+    piper: Piper,
+    espeak_voice: String,
+    pub sample_rate_hz: u32,
+    pub model_path: PathBuf,
+}
+
+/// One synthesized stretch of speech.
+#[derive(Clone, Debug)]
+pub struct Speech {
+    pub samples: Vec<f32>,
+    pub sample_rate_hz: u32,
+    pub took: Duration,
+}
+
+impl Tts {
+    /// Loads a Piper voice (`voice.onnx` + `voice.onnx.json`). Logs load time.
+    pub fn load(audited: &AuditPass, onnx: &Path, runtime: &Path) -> Result<Self, TtsError> {
+        if !audited.covers(onnx) {
+            return Err(TtsError::NotAudited(onnx.to_path_buf()));
+        }
+        init_onnx_runtime(runtime)?;
+        let config = onnx.with_extension("onnx.json");
+        let t0 = Instant::now();
+        let text = std::fs::read_to_string(&config).map_err(|e| TtsError::Load {
+            path: config.clone(),
+            reason: e.to_string(),
+        })?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| TtsError::Load {
+            path: config.clone(),
+            reason: e.to_string(),
+        })?;
+        let espeak_voice = json["espeak"]["voice"]
+            .as_str()
+            .unwrap_or("en-us")
+            .to_string();
+        let sample_rate_hz = json["audio"]["sample_rate"].as_u64().unwrap_or(22_050) as u32;
+        let piper = Piper::new(onnx, &config).map_err(|e| TtsError::Load {
+            path: onnx.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        tracing::info!(
+            stage = "tts",
+            voice = %onnx.display(),
+            ms = t0.elapsed().as_millis() as u64,
+            "voice loaded"
+        );
+        Ok(Self {
+            piper,
+            espeak_voice,
+            sample_rate_hz,
+            model_path: onnx.to_path_buf(),
+        })
+    }
+
+    /// Synthesizes one sentence or clause. `speed` > 1 speaks faster.
+    pub fn synthesize(&mut self, text: &str, speed: f32) -> Result<Speech, TtsError> {
+        let t0 = Instant::now();
+        let phonemes = phonemize(text, &self.espeak_voice)?;
+        if phonemes.trim().is_empty() {
+            return Ok(Speech {
+                samples: Vec::new(),
+                sample_rate_hz: self.sample_rate_hz,
+                took: t0.elapsed(),
+            });
+        }
+        let length_scale = 1.0 / speed.clamp(0.25, 4.0);
+        let (samples, rate) = self
+            .piper
+            .create(&phonemes, true, None, Some(length_scale), None, None)
+            .map_err(|e| TtsError::Synthesize(e.to_string()))?;
+        Ok(Speech {
+            samples,
+            sample_rate_hz: rate,
+            took: t0.elapsed(),
+        })
+    }
+}
+
+/// Splits text into clauses, keeping each clause's closing punctuation.
+pub fn clauses(text: &str) -> Vec<(String, Option<char>)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let next = chars.get(i + 1).copied();
+        let boundary = matches!(c, ',' | ';' | ':' | '!' | '?' | '.')
+            && next.is_none_or(char::is_whitespace)
+            // "3.5" and "1,000" are not clause ends (next is a digit, caught above), and
+            // neither is the period of an abbreviation-like single letter ("U.S.").
+            && !(c == '.' && cur.trim_end().chars().rev().nth(1) == Some('.'));
+        if boundary {
+            if !cur.trim().is_empty() {
+                out.push((cur.trim().to_string(), Some(c)));
+            }
+            cur.clear();
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push((cur.trim().to_string(), None));
+    }
+    out
+}
+
+/// Phonemizes clause by clause and re-joins with punctuation and spaces, which espeak-rs
+/// would otherwise drop.
+pub fn phonemize(text: &str, voice: &str) -> Result<String, TtsError> {
+    let mut out = String::new();
+    for (clause, punct) in clauses(text) {
+        let ph =
+            espeak_rs::text_to_phonemes(&clause, voice, None).map_err(|e| TtsError::Phonemize {
+                text: clause.clone(),
+                reason: e.to_string(),
+            })?;
+        let ph = ph.join(" ");
+        let ph = ph.trim_end_matches(['.', ',', '!', '?', ';', ':']).trim();
+        if ph.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(ph);
+        out.push(punct.unwrap_or('.'));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clauses_keep_their_punctuation() {
+        let c = clauses("Hello! This is a test, isn't it? It costs 3.50 dollars.");
+        let got: Vec<(&str, Option<char>)> = c.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("Hello", Some('!')),
+                ("This is a test", Some(',')),
+                ("isn't it", Some('?')),
+                ("It costs 3.50 dollars", Some('.')),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_runtime_library_is_an_error_not_a_hang() {
+        let t0 = Instant::now();
+        let e = init_onnx_runtime(Path::new("/nonexistent/libonnxruntime.so")).unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("libonnxruntime.so");
+        std::fs::write(&fake, b"not a library").unwrap();
+        let e = init_onnx_runtime(&fake).unwrap_err();
+        assert!(e.to_string().contains("cannot be loaded"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,94 @@
+//! Piper TTS through ONNX Runtime, checked by ear: Whisper transcribes what Piper said.
+
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const SENTENCES: [&str; 10] = [
+    "Good morning, and welcome to the weekly meeting.",
+    "Where did you put the keys to the car?",
+    "The train leaves at 7 and arrives two hours later.",
+    "Please buy milk, bread, eggs and coffee.",
+    "She has 3 brothers and 2 sisters.",
+    "Is it going to rain tomorrow afternoon?",
+    "The museum opens at nine in the morning.",
+    "We walked along the river until sunset.",
+    "Turn left at the next corner, then go straight.",
+    "Thank you very much for your help today!",
+];
+
+#[test]
+fn say_then_transcribe_recovers_ten_sentences() {
+    model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, s) in SENTENCES.iter().enumerate() {
+        let wav = dir.path().join(format!("s{i}.wav"));
+        let out = run(sotto().args(["say", s, "-o"]).arg(&wav));
+        assert!(out.status.success(), "{}", stderr(&out));
+        files.push(wav);
+    }
+    let out = run(sotto()
+        .args(["transcribe", "--format", "json"])
+        .args(&files));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let heard: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let (mut errors, mut total) = (0.0, 0.0);
+    for (said, heard) in SENTENCES.iter().zip(&heard) {
+        let n = words(said).len() as f64;
+        let w = wer(said, heard);
+        eprintln!("WER {:5.1}%  said {said:?}  heard {heard:?}", w * 100.0);
+        errors += w * n;
+        total += n;
+    }
+    let overall = errors / total;
+    assert!(overall <= 0.10, "overall WER {:.1}% > 10%", overall * 100.0);
+}
+
+#[test]
+fn an_existing_wav_is_not_overwritten_and_empty_text_is_refused() {
+    model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("mine.wav");
+    std::fs::write(&wav, b"precious").unwrap();
+    let out = run(sotto().args(["say", "hello", "-o"]).arg(&wav));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&wav).unwrap(), b"precious");
+    let out = run(sotto().args(["say", "   "]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_onnx_runtime_path_fails_fast_with_its_name() {
+    model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("libonnxruntime.so.0");
+    std::fs::write(&bogus, b"this is not a shared library").unwrap();
+    let t0 = Instant::now();
+    let out = run(sotto()
+        .env("ORT_DYLIB_PATH", &bogus)
+        .args(["say", "hello", "-o"])
+        .arg(dir.path().join("x.wav")));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("libonnxruntime.so.0") && err.contains("ONNX Runtime"),
+        "{err}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
