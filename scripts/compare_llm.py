@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOTTO = ROOT / "target" / "release" / "sotto"
 GGUF = ROOT / "models" / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "Explain in a few sentences why the sky is blue and why sunsets are red."
-CHATML = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# sotto's default system prompt (src/llm.rs DEFAULT_SYSTEM_PROMPT), so both run the same tokens.
+CHATML = ("<|im_start|>system\nYou are a helpful assistant. Answer in one short sentence."
           "<|im_end|>\n<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n")
 STATS = re.compile(r"\[(\d+) prompt tokens \((\d+) run\) in (\d+) ms = [\d.]+ tok/s; (\d+) tokens in (\d+) ms")
 
