@@ -20,6 +20,9 @@ pub enum PlaybackError {
     Resample(#[from] audio::AudioError),
 }
 
+/// Silence played when the device opens.
+const LEAD_IN_MS: u32 = 150;
+
 pub struct Speaker {
     /// Kept alive: dropping it closes the device.
     _sink: MixerDeviceSink,
@@ -37,6 +40,11 @@ impl Speaker {
         let sample_rate_hz = sink.config().sample_rate().get();
         let channels = sink.config().channel_count().get();
         let player = Player::connect_new(sink.mixer());
+        // Devices (PulseAudio's especially) can drop the first few milliseconds after a
+        // stream starts; a short lead-in of silence keeps the first syllable.
+        let lead_in = vec![0.0; (sample_rate_hz / 1000 * LEAD_IN_MS) as usize];
+        let rate = NonZero::new(sample_rate_hz).unwrap_or(NonZero::<u32>::MIN);
+        player.append(SamplesBuffer::new(NonZero::<u16>::MIN, rate, lead_in));
         Ok(Self {
             _sink: sink,
             player,

@@ -92,3 +92,32 @@ fn a_bad_onnx_runtime_path_fails_fast_with_its_name() {
         t0.elapsed()
     );
 }
+
+#[test]
+fn say_plays_through_the_default_output_device() {
+    model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    model(sotto::models::WHISPER_GGML);
+    require_tool("parec");
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("monitor.wav");
+    // Record what reaches the default sink (PulseAudio null sink `v`, started by scripts/test).
+    let mut parec = std::process::Command::new("parec")
+        .args(["-d", "v.monitor", "--file-format=wav"])
+        .arg(&rec)
+        .spawn()
+        .expect("parec runs");
+    std::thread::sleep(Duration::from_millis(500));
+    let out = run(sotto().args(["say", "Good morning, and welcome to the weekly meeting."]));
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGINT, so parec finishes the WAV header.
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &parec.id().to_string()])
+        .status();
+    let _ = parec.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(sotto().args(["transcribe"]).arg(&rec));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let heard = stdout(&out);
+    let w = wer("Good morning, and welcome to the weekly meeting.", &heard);
+    assert!(w <= 0.25, "heard {heard:?} (WER {:.0}%)", w * 100.0);
+}
