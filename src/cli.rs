@@ -62,6 +62,46 @@ pub enum Command {
     Chat(ChatArgs),
     /// Speak text with the Piper voice, to the speaker or a WAV file.
     Say(SayArgs),
+    /// Dictation: each utterance from the microphone (or --input FILE) printed as text.
+    Dictate(DictateArgs),
+    /// List audio input and output devices.
+    Devices,
+}
+
+#[derive(Args, Debug)]
+pub struct DictateArgs {
+    /// Input device by name (see `sotto devices`); default: the system's default input.
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
+    /// Feed a WAV file through the same path instead of a microphone, at real-time pace.
+    #[arg(long, value_name = "FILE.wav")]
+    pub input: Option<PathBuf>,
+    /// With --input: as fast as the pipeline takes it.
+    #[arg(long, requires = "input")]
+    pub fast: bool,
+    /// One JSON object per utterance (text, start, end, latency_ms).
+    #[arg(long)]
+    pub jsonl: bool,
+    /// Also append each utterance to this file.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Voice activity detector.
+    #[arg(long, value_enum, default_value_t = crate::vad::DetectorKind::Webrtc)]
+    pub vad: crate::vad::DetectorKind,
+    /// Detector aggressiveness, 0 (keeps most audio) to 3.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub vad_aggressiveness: u8,
+    /// Silence that ends an utterance, in milliseconds.
+    #[arg(long, default_value_t = 600, value_name = "MS")]
+    pub hangover_ms: u32,
+    /// Longest utterance before it is split at a pause, in seconds.
+    #[arg(long, default_value_t = 25, value_name = "S")]
+    pub max_utterance_s: u32,
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Beam width for Whisper; 1 decodes greedily (lower latency).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub beam_size: usize,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +245,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Audit(args) => audit_command(&models, &mut config, args),
         Command::Chat(args) => chat(&models, &config, args),
         Command::Say(args) => say(&models, &config, args),
+        Command::Dictate(args) => dictate(&models, &config, args),
+        Command::Devices => {
+            for line in crate::capture::list_devices() {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -840,6 +887,94 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
             audio_s,
             synth_s * 1000.0,
             synth_s / audio_s.max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    if let Some(input) = &args.input {
+        // Fail on a bad file before loading anything.
+        audio::read_wav(input)?;
+    }
+    if args.max_utterance_s < 2 || args.max_utterance_s > 30 {
+        bail!(
+            "--max-utterance-s {} is out of range (2 to 30: Whisper hears 30 s at a time)",
+            args.max_utterance_s
+        );
+    }
+    let mut audit_ctx = AuditContext::new(&models.root);
+    let model_path = whisper_model(models, &mut audit_ctx.cache, None)?;
+    let pass = match startup_gate(&mut audit_ctx, config, &[&config.stt_model])? {
+        Ok(pass) => pass,
+        Err(code) => return Ok(code),
+    };
+    let stt = Stt::load(&pass, &model_path)?;
+
+    // First Ctrl-C: finish the utterance in progress, print it, exit. Second: exit now.
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        stop.clone(),
+    )?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+
+    let frames = |ms: u32| (ms as usize).div_ceil(crate::vad::FRAME_MS as usize);
+    let opts = crate::dictation::DictationOptions {
+        device: args.device.clone(),
+        input: args.input.clone(),
+        fast: args.fast,
+        detector: args.vad,
+        aggressiveness: args.vad_aggressiveness,
+        segmenter: crate::vad::SegmenterConfig {
+            hangover_frames: frames(args.hangover_ms),
+            max_utterance_frames: frames(args.max_utterance_s * 1000),
+            ..crate::vad::SegmenterConfig::default()
+        },
+        stt: SttOptions {
+            threads: args.threads.unwrap_or_else(stt::default_threads),
+            beam_size: args.beam_size,
+            ..SttOptions::default()
+        },
+    };
+    let mut append = match &args.output {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {} for appending", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut write_error = None;
+    let stats = crate::dictation::run(opts, stt, stop, |t| {
+        let line = if args.jsonl {
+            serde_json::to_string(t).unwrap_or_default()
+        } else {
+            t.text.clone()
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+        if let Some(f) = append.as_mut()
+            && let Err(e) = writeln!(f, "{line}")
+        {
+            write_error.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(anyhow::Error::new(e).context("cannot append to the output file"));
+    }
+    if stats.dropped_samples > 0 {
+        eprintln!(
+            "warning: {} samples were dropped because processing fell behind",
+            stats.dropped_samples
         );
     }
     Ok(ExitCode::SUCCESS)

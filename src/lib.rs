@@ -7,12 +7,15 @@
 
 pub mod audio;
 pub mod audit;
+pub mod capture;
 pub mod chunker;
 pub mod cli;
 pub mod config;
+pub mod dictation;
 pub mod llm;
 pub mod models;
 pub mod playback;
 pub mod stt;
 pub mod transcript;
 pub mod tts;
+pub mod vad;

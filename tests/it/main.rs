@@ -7,6 +7,7 @@
 mod util;
 
 mod audit;
+mod dictation;
 mod fetch;
 mod llm;
 mod models;

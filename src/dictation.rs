@@ -1,0 +1,323 @@
+//! Dictation: speech from a microphone (or a WAV file fed at real-time pace) becomes text.
+//!
+//! Threads, each owning its resource, joined by bounded channels:
+//!
+//! ```text
+//! source ("capture": cpal stream | "file-feed": WAV) ──SPSC ring──▶ "frontend"
+//!   (resample to 16 kHz, VAD, segmenter) ──utterances──▶ "stt" (whisper) ──transcripts──▶ caller
+//! ```
+//!
+//! Shutdown: `stop` (Ctrl-C) ends the source; the front end drains the ring, ends the
+//! utterance in progress, and closes its channel; the STT thread transcribes what it has and
+//! closes its own. Nothing said before Ctrl-C is lost. Every thread is joined and the first
+//! error is returned.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use ringbuf::traits::{Consumer, Observer};
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Resampler};
+use serde::Serialize;
+
+use crate::capture::{self, CaptureBlock, CaptureStats, RingConsumer};
+use crate::stt::{Stt, SttOptions};
+use crate::vad::{self, Detector, DetectorKind, Segmenter, SegmenterConfig, Utterance};
+
+#[derive(Clone, Debug)]
+pub struct DictationOptions {
+    /// Input device by name (None = default). Ignored with `input`.
+    pub device: Option<String>,
+    /// Feed this WAV instead of a microphone.
+    pub input: Option<PathBuf>,
+    /// With `input`: as fast as possible rather than at real-time pace.
+    pub fast: bool,
+    pub detector: DetectorKind,
+    pub aggressiveness: u8,
+    pub segmenter: SegmenterConfig,
+    pub stt: SttOptions,
+}
+
+/// One recognised utterance.
+#[derive(Clone, Debug, Serialize)]
+pub struct Transcript {
+    pub text: String,
+    /// Seconds from the start of the stream.
+    pub start: f64,
+    pub end: f64,
+    /// From the end of the utterance being detected to the text being ready.
+    pub latency_ms: u64,
+    /// Cut at the maximum utterance length; the next transcript continues it.
+    pub split: bool,
+}
+
+/// Counters reported at the end.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DictationStats {
+    pub utterances: usize,
+    pub dropped_samples: u64,
+    pub captured_samples: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DictationError {
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error(transparent)]
+    Audio(#[from] crate::audio::AudioError),
+    #[error(transparent)]
+    Stt(#[from] crate::stt::SttError),
+    #[error("resampler: {0}")]
+    Resample(String),
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+}
+
+struct Timed {
+    utterance: Utterance,
+    detected: Instant,
+}
+
+/// Runs dictation until the input ends or `stop` is set, calling `on_transcript` on the
+/// calling thread for each utterance as soon as it is recognised.
+pub fn run(
+    opts: DictationOptions,
+    stt: Stt,
+    stop: Arc<AtomicBool>,
+    mut on_transcript: impl FnMut(&Transcript),
+) -> Result<DictationStats, DictationError> {
+    let rate_hz = match &opts.input {
+        Some(path) => crate::audio::read_wav(path)?.sample_rate_hz,
+        None => capture::device_rate(opts.device.as_deref())?,
+    };
+    let (producer, consumer) = capture::ring(rate_hz, capture::RING_SECONDS);
+    let stats = Arc::new(CaptureStats::default());
+    let source_done = Arc::new(AtomicBool::new(false));
+    // New ring halves after a device reconnect.
+    let (reconnect_tx, reconnect_rx) = bounded::<RingConsumer<f32>>(1);
+
+    let source: JoinHandle<Result<(), DictationError>> = {
+        let stats = stats.clone();
+        let stop = stop.clone();
+        let done = source_done.clone();
+        let opts = opts.clone();
+        let name = if opts.input.is_some() {
+            "file-feed"
+        } else {
+            "capture"
+        };
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let r = match &opts.input {
+                    Some(path) => {
+                        let block = CaptureBlock::new(producer, 1, stats);
+                        capture::feed_file(path, block, opts.fast, &stop).map_err(Into::into)
+                    }
+                    None => capture::run_capture_thread(
+                        opts.device.clone(),
+                        rate_hz,
+                        producer,
+                        stats,
+                        stop,
+                        reconnect_tx,
+                    )
+                    .map_err(Into::into),
+                };
+                done.store(true, Ordering::Release);
+                r
+            })
+            .expect("spawning a thread only fails when the OS is out of resources")
+    };
+
+    // Utterances: block when full. Dictation must not lose speech; a slow STT backs up into
+    // the 20 s ring, whose overflow the capture side counts.
+    let (utt_tx, utt_rx) = bounded::<Timed>(4);
+    let frontend: JoinHandle<Result<(), DictationError>> = {
+        let opts = opts.clone();
+        let done = source_done.clone();
+        std::thread::Builder::new()
+            .name("frontend".into())
+            .spawn(move || frontend(consumer, reconnect_rx, rate_hz, &opts, &done, utt_tx))
+            .expect("spawning a thread only fails when the OS is out of resources")
+    };
+
+    // Transcripts: block when full; the caller prints them as they come.
+    let (text_tx, text_rx) = bounded::<Transcript>(16);
+    let stt_thread: JoinHandle<Result<usize, DictationError>> = {
+        let stt_opts = opts.stt.clone();
+        std::thread::Builder::new()
+            .name("stt".into())
+            .spawn(move || stt_loop(stt, &stt_opts, utt_rx, text_tx))
+            .expect("spawning a thread only fails when the OS is out of resources")
+    };
+
+    for t in text_rx.iter() {
+        on_transcript(&t);
+    }
+    let join = |name: &'static str, h: JoinHandle<Result<(), DictationError>>| {
+        h.join().map_err(|_| DictationError::Panicked(name))?
+    };
+    let utterances = stt_thread
+        .join()
+        .map_err(|_| DictationError::Panicked("stt"))??;
+    join("frontend", frontend)?;
+    // The source may still be waiting on a device; it sees `stop` or has finished.
+    stop.store(true, Ordering::Relaxed);
+    join("source", source)?;
+    Ok(DictationStats {
+        utterances,
+        dropped_samples: stats.overruns.load(Ordering::Relaxed),
+        captured_samples: stats.samples.load(Ordering::Relaxed),
+    })
+}
+
+const RESAMPLER_CHUNK: usize = 1024;
+
+fn frontend(
+    mut consumer: RingConsumer<f32>,
+    reconnect: Receiver<RingConsumer<f32>>,
+    rate_hz: u32,
+    opts: &DictationOptions,
+    source_done: &AtomicBool,
+    out: Sender<Timed>,
+) -> Result<(), DictationError> {
+    let mut detector = Detector::new(opts.detector, opts.aggressiveness);
+    let mut segmenter = Segmenter::new(opts.segmenter.clone());
+    let mut resampler = if rate_hz == vad::SAMPLE_RATE_HZ {
+        None
+    } else {
+        Some(
+            Fft::<f32>::new(
+                rate_hz as usize,
+                vad::SAMPLE_RATE_HZ as usize,
+                RESAMPLER_CHUNK,
+                1,
+                FixedSync::Input,
+            )
+            .map_err(|e| DictationError::Resample(e.to_string()))?,
+        )
+    };
+    let out_max = resampler
+        .as_ref()
+        .map(|r| r.output_frames_max())
+        .unwrap_or(0);
+    let mut raw = vec![0.0f32; RESAMPLER_CHUNK];
+    let mut raw_len = 0;
+    let mut resampled = vec![0.0f32; out_max.max(1)];
+    let mut frame = Vec::with_capacity(vad::FRAME_SAMPLES * 2);
+    // The resampler's start-up delay is silence; skip it so timestamps line up.
+    let mut skip = resampler.as_ref().map(|r| r.output_delay()).unwrap_or(0);
+
+    let mut emit = |u: Utterance| -> bool {
+        out.send(Timed {
+            utterance: u,
+            detected: Instant::now(),
+        })
+        .is_ok()
+    };
+    let mut push_16k =
+        |samples: &[f32], frame: &mut Vec<f32>, emit: &mut dyn FnMut(Utterance) -> bool| {
+            for &s in samples {
+                frame.push(s);
+                if frame.len() == vad::FRAME_SAMPLES {
+                    let speech = detector.is_speech(frame);
+                    if let Some(u) = segmenter.push(frame, speech)
+                        && !emit(u)
+                    {
+                        return false;
+                    }
+                    frame.clear();
+                }
+            }
+            true
+        };
+    loop {
+        if let Ok(c) = reconnect.try_recv() {
+            consumer = c;
+        }
+        let finished = source_done.load(Ordering::Acquire) && consumer.is_empty();
+        let n = consumer.pop_slice(&mut raw[raw_len..]);
+        raw_len += n;
+        let flush_partial = finished && raw_len > 0;
+        if raw_len == RESAMPLER_CHUNK || flush_partial {
+            match resampler.as_mut() {
+                None => {
+                    if !push_16k(&raw[..raw_len], &mut frame, &mut emit) {
+                        return Ok(());
+                    }
+                }
+                Some(rs) => {
+                    let input = InterleavedSlice::new(&raw[..], 1, RESAMPLER_CHUNK)
+                        .map_err(|e| DictationError::Resample(e.to_string()))?;
+                    let mut output = InterleavedSlice::new_mut(&mut resampled[..], 1, out_max)
+                        .map_err(|e| DictationError::Resample(e.to_string()))?;
+                    let indexing = rubato::Indexing {
+                        input_offset: 0,
+                        output_offset: 0,
+                        partial_len: flush_partial.then_some(raw_len),
+                        active_channels_mask: None,
+                    };
+                    let (_, produced) = rs
+                        .process_into_buffer(&input, &mut output, Some(&indexing))
+                        .map_err(|e| DictationError::Resample(e.to_string()))?;
+                    let drop = skip.min(produced);
+                    skip -= drop;
+                    if !push_16k(&resampled[drop..produced], &mut frame, &mut emit) {
+                        return Ok(());
+                    }
+                }
+            }
+            raw_len = 0;
+        }
+        if finished && raw_len == 0 {
+            break;
+        }
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    if let Some(u) = segmenter.flush() {
+        emit(u);
+    }
+    Ok(())
+}
+
+fn stt_loop(
+    stt: Stt,
+    opts: &SttOptions,
+    input: Receiver<Timed>,
+    out: Sender<Transcript>,
+) -> Result<usize, DictationError> {
+    let mut count = 0;
+    for t in input.iter() {
+        let segments = stt.transcribe(&t.utterance.samples, opts, None)?;
+        let text = crate::transcript::plain_text(&segments);
+        count += 1;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let tr = Transcript {
+            text,
+            start: t.utterance.start.as_secs_f64(),
+            end: t.utterance.end.as_secs_f64(),
+            latency_ms: t.detected.elapsed().as_millis() as u64,
+            split: t.utterance.split,
+        };
+        tracing::info!(
+            stage = "stt",
+            start = tr.start,
+            end = tr.end,
+            ms = tr.latency_ms,
+            "utterance transcribed"
+        );
+        if out.send(tr).is_err() {
+            break;
+        }
+    }
+    Ok(count)
+}

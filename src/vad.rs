@@ -1,0 +1,348 @@
+//! Voice activity detection and utterance segmentation, on 16 kHz mono audio.
+//!
+//! Vocabulary: a *sample* is one value; a *frame* is one analysis window of [`FRAME_MS`]
+//! (480 samples). A [`Detector`] says whether a frame holds speech; the [`Segmenter`] smooths
+//! those per-frame decisions into utterances: speech starts after `onset_frames` speech frames
+//! in a row, ends after `hangover_frames` of silence, keeps `pre_roll` of audio before the
+//! onset so first syllables are not cut, and splits an utterance that reaches `max_utterance`
+//! at its quietest frame near the end, so a long monologue loses no words.
+//!
+//! The default detector is WebRTC's VAD (fixed Gaussian-mixture parameters shipped as source
+//! code; not a trained network that needs an openness audit). An energy detector with an
+//! adaptive noise floor is the alternative. Runs on the front-end thread.
+
+use std::time::Duration;
+
+pub const SAMPLE_RATE_HZ: u32 = 16_000;
+pub const FRAME_MS: u32 = 30;
+pub const FRAME_SAMPLES: usize = (SAMPLE_RATE_HZ * FRAME_MS / 1000) as usize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorKind {
+    /// WebRTC's VAD (GMM, non-learned at run time).
+    Webrtc,
+    /// Frame energy against an adaptive noise floor.
+    Energy,
+}
+
+/// Per-frame speech/non-speech decision.
+pub enum Detector {
+    Webrtc(Box<webrtc_vad::Vad>, Vec<i16>),
+    Energy(EnergyDetector),
+}
+
+impl Detector {
+    /// `aggressiveness` 0 (keeps most audio) … 3 (drops most non-speech).
+    pub fn new(kind: DetectorKind, aggressiveness: u8) -> Self {
+        match kind {
+            DetectorKind::Webrtc => {
+                let mode = match aggressiveness {
+                    0 => webrtc_vad::VadMode::Quality,
+                    1 => webrtc_vad::VadMode::LowBitrate,
+                    2 => webrtc_vad::VadMode::Aggressive,
+                    _ => webrtc_vad::VadMode::VeryAggressive,
+                };
+                Detector::Webrtc(
+                    Box::new(webrtc_vad::Vad::new_with_rate_and_mode(
+                        webrtc_vad::SampleRate::Rate16kHz,
+                        mode,
+                    )),
+                    vec![0; FRAME_SAMPLES],
+                )
+            }
+            DetectorKind::Energy => Detector::Energy(EnergyDetector::default()),
+        }
+    }
+
+    pub fn is_speech(&mut self, frame: &[f32]) -> bool {
+        match self {
+            Detector::Webrtc(vad, buf) => {
+                for (o, s) in buf.iter_mut().zip(frame) {
+                    *o = (s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16;
+                }
+                vad.is_voice_segment(&buf[..frame.len().min(FRAME_SAMPLES)])
+                    .unwrap_or(false)
+            }
+            Detector::Energy(e) => e.is_speech(frame),
+        }
+    }
+}
+
+/// Energy detector: speech when a frame is `margin_db` above the tracked noise floor.
+#[derive(Debug)]
+pub struct EnergyDetector {
+    noise_db: f32,
+    pub margin_db: f32,
+}
+
+impl Default for EnergyDetector {
+    fn default() -> Self {
+        Self {
+            noise_db: -60.0,
+            margin_db: 12.0,
+        }
+    }
+}
+
+impl EnergyDetector {
+    pub fn is_speech(&mut self, frame: &[f32]) -> bool {
+        let db = frame_db(frame);
+        // The floor falls fast and rises slowly, so speech does not raise it.
+        let rate = if db < self.noise_db { 0.3 } else { 0.01 };
+        self.noise_db += (db - self.noise_db) * rate;
+        db > self.noise_db.max(-70.0) + self.margin_db
+    }
+}
+
+pub fn frame_db(frame: &[f32]) -> f32 {
+    let energy = frame.iter().map(|s| s * s).sum::<f32>() / frame.len().max(1) as f32;
+    10.0 * (energy + 1e-10).log10()
+}
+
+/// Smoothing parameters.
+#[derive(Clone, Debug)]
+pub struct SegmenterConfig {
+    pub onset_frames: usize,
+    pub hangover_frames: usize,
+    pub pre_roll_frames: usize,
+    pub max_utterance_frames: usize,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        let frames = |d: Duration| (d.as_millis() as usize).div_ceil(FRAME_MS as usize);
+        Self {
+            onset_frames: 3,
+            hangover_frames: frames(Duration::from_millis(600)),
+            pre_roll_frames: frames(Duration::from_millis(300)),
+            max_utterance_frames: frames(Duration::from_secs(25)),
+        }
+    }
+}
+
+/// One utterance: its audio and where it lies in the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Utterance {
+    pub samples: Vec<f32>,
+    /// Offset of the first sample from the start of the stream.
+    pub start: Duration,
+    pub end: Duration,
+    /// True when it was cut at the maximum length (speech continues in the next one).
+    pub split: bool,
+}
+
+/// Turns per-frame decisions into utterances. Pure: frames in, utterances out.
+#[derive(Debug)]
+pub struct Segmenter {
+    cfg: SegmenterConfig,
+    /// Frames before speech, the pre-roll (most recent last).
+    history: std::collections::VecDeque<Vec<f32>>,
+    /// Frames of the utterance in progress, with their energy.
+    current: Vec<(Vec<f32>, f32)>,
+    in_speech: bool,
+    speech_run: usize,
+    silence_run: usize,
+    /// Frames seen so far; the start of the current utterance in frames.
+    frames_seen: usize,
+    start_frame: usize,
+}
+
+impl Segmenter {
+    pub fn new(cfg: SegmenterConfig) -> Self {
+        Self {
+            cfg,
+            history: Default::default(),
+            current: Vec::new(),
+            in_speech: false,
+            speech_run: 0,
+            silence_run: 0,
+            frames_seen: 0,
+            start_frame: 0,
+        }
+    }
+
+    pub fn in_speech(&self) -> bool {
+        self.in_speech
+    }
+
+    /// Feeds one frame and the detector's decision for it.
+    pub fn push(&mut self, frame: &[f32], speech: bool) -> Option<Utterance> {
+        self.frames_seen += 1;
+        let db = frame_db(frame);
+        if !self.in_speech {
+            self.history.push_back(frame.to_vec());
+            self.speech_run = if speech { self.speech_run + 1 } else { 0 };
+            let keep = self.cfg.pre_roll_frames + self.speech_run;
+            while self.history.len() > keep.max(1) {
+                self.history.pop_front();
+            }
+            if self.speech_run >= self.cfg.onset_frames {
+                self.in_speech = true;
+                self.silence_run = 0;
+                self.start_frame = self.frames_seen - self.history.len();
+                self.current = self.history.drain(..).map(|f| (f, db)).collect();
+            }
+            return None;
+        }
+        self.current.push((frame.to_vec(), db));
+        self.silence_run = if speech { 0 } else { self.silence_run + 1 };
+        if self.silence_run >= self.cfg.hangover_frames {
+            // Keep a little of the trailing silence, drop the rest.
+            let keep = self.current.len() - self.silence_run + self.cfg.hangover_frames.min(5);
+            self.current.truncate(keep);
+            return self.finish(false);
+        }
+        if self.current.len() >= self.cfg.max_utterance_frames {
+            return self.split_at_quietest();
+        }
+        None
+    }
+
+    /// Ends the utterance in progress, if any (end of input, Ctrl-C).
+    pub fn flush(&mut self) -> Option<Utterance> {
+        if self.in_speech && !self.current.is_empty() {
+            self.finish(false)
+        } else {
+            None
+        }
+    }
+
+    fn finish(&mut self, split: bool) -> Option<Utterance> {
+        let frames = std::mem::take(&mut self.current);
+        self.in_speech = split;
+        self.speech_run = 0;
+        self.silence_run = 0;
+        let n = frames.len();
+        let start = self.start_frame;
+        self.start_frame += n;
+        let samples: Vec<f32> = frames.into_iter().flat_map(|(f, _)| f).collect();
+        let at = |frame: usize| Duration::from_millis((frame * FRAME_MS as usize) as u64);
+        Some(Utterance {
+            samples,
+            start: at(start),
+            end: at(start + n),
+            split,
+        })
+    }
+
+    /// Cuts a too-long utterance at the quietest frame of its last 3 s (a pause between
+    /// words), carrying the rest into the next utterance.
+    fn split_at_quietest(&mut self) -> Option<Utterance> {
+        let window = (3000 / FRAME_MS as usize).min(self.current.len() - 1);
+        let from = self.current.len() - window;
+        let cut = (from..self.current.len())
+            .min_by(|&a, &b| self.current[a].1.total_cmp(&self.current[b].1))
+            .unwrap_or(self.current.len());
+        let rest = self.current.split_off(cut);
+        let out = self.finish(true);
+        self.current = rest;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(level: f32) -> Vec<f32> {
+        (0..FRAME_SAMPLES)
+            .map(|i| level * (i as f32 * 0.3).sin())
+            .collect()
+    }
+
+    fn feed(seg: &mut Segmenter, pattern: &[(bool, usize)]) -> Vec<Utterance> {
+        let mut out = Vec::new();
+        for &(speech, n) in pattern {
+            for _ in 0..n {
+                let f = frame(if speech { 0.5 } else { 0.001 });
+                out.extend(seg.push(&f, speech));
+            }
+        }
+        out.extend(seg.flush());
+        out
+    }
+
+    #[test]
+    fn three_utterances_separated_by_silence() {
+        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let u = feed(
+            &mut seg,
+            &[
+                (false, 20),
+                (true, 30),
+                (false, 40),
+                (true, 20),
+                (false, 40),
+                (true, 25),
+                (false, 40),
+            ],
+        );
+        assert_eq!(
+            u.len(),
+            3,
+            "{:?}",
+            u.iter().map(|u| (u.start, u.end)).collect::<Vec<_>>()
+        );
+        for w in u.windows(2) {
+            assert!(w[0].end <= w[1].start);
+        }
+    }
+
+    #[test]
+    fn pre_roll_keeps_audio_before_the_onset() {
+        let cfg = SegmenterConfig::default();
+        let pre = cfg.pre_roll_frames;
+        let mut seg = Segmenter::new(cfg);
+        let u = feed(&mut seg, &[(false, 50), (true, 30), (false, 40)]);
+        assert_eq!(u.len(), 1);
+        // Speech began at frame 50; the utterance starts pre_roll frames earlier.
+        assert_eq!(
+            u[0].start,
+            Duration::from_millis(((50 - pre) * FRAME_MS as usize) as u64)
+        );
+    }
+
+    #[test]
+    fn a_blip_shorter_than_the_onset_is_ignored() {
+        let mut seg = Segmenter::new(SegmenterConfig::default());
+        assert!(feed(&mut seg, &[(false, 20), (true, 2), (false, 40)]).is_empty());
+    }
+
+    #[test]
+    fn a_monologue_is_split_at_the_maximum_without_losing_audio() {
+        let cfg = SegmenterConfig {
+            max_utterance_frames: 100,
+            ..SegmenterConfig::default()
+        };
+        let mut seg = Segmenter::new(cfg);
+        // 400 frames of speech with a short quiet gap every 37 frames.
+        let mut total_speech_samples = 0;
+        let mut out = Vec::new();
+        for i in 0..400 {
+            let quiet = i % 37 == 36;
+            let f = frame(if quiet { 0.01 } else { 0.5 });
+            total_speech_samples += f.len();
+            out.extend(seg.push(&f, true));
+        }
+        out.extend(seg.flush());
+        assert!(out.len() >= 4, "{}", out.len());
+        assert!(out.iter().all(|u| u.samples.len() <= 100 * FRAME_SAMPLES));
+        assert!(out[..out.len() - 1].iter().all(|u| u.split));
+        let kept: usize = out.iter().map(|u| u.samples.len()).sum();
+        // Everything after the onset is kept (the first onset frames are in the pre-roll).
+        assert_eq!(kept, total_speech_samples);
+        for w in out.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "contiguous");
+        }
+    }
+
+    #[test]
+    fn energy_detector_tracks_the_noise_floor() {
+        let mut d = EnergyDetector::default();
+        for _ in 0..50 {
+            assert!(!d.is_speech(&frame(0.002)));
+        }
+        assert!(d.is_speech(&frame(0.3)));
+    }
+}

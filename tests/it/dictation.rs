@@ -1,0 +1,203 @@
+//! `sotto dictate`: files through the live path, Ctrl-C, and a real (PulseAudio) device.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+const SENTENCES: [&str; 3] = [
+    "Please open the window.",
+    "Turn on the kitchen lights.",
+    "Remind me to call my sister.",
+];
+
+fn silence(dir: &std::path::Path, secs: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("silence{secs}.wav"));
+    require_tool("sox");
+    let st = Command::new("sox")
+        .args(["-n", "-r", "22050", "-c", "1", "-b", "16"])
+        .arg(&p)
+        .args(["trim", "0", secs])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    p
+}
+
+fn concat(parts: &[std::path::PathBuf], out: &std::path::Path) {
+    let st = Command::new("sox").args(parts).arg(out).status().unwrap();
+    assert!(st.success());
+}
+
+fn sigint(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
+}
+
+#[test]
+fn three_utterances_give_three_transcripts_with_their_first_words() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let gap = silence(dir.path(), "1.5");
+    let mut parts = vec![gap.clone()];
+    for (i, s) in SENTENCES.iter().enumerate() {
+        let p = dir.path().join(format!("u{i}.wav"));
+        espeak(s, &p);
+        parts.push(p);
+        parts.push(gap.clone());
+    }
+    let input = dir.path().join("three.wav");
+    concat(&parts, &input);
+    let out = run(sotto()
+        .args(["dictate", "--fast", "--jsonl", "--input"])
+        .arg(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", stdout(&out));
+    for (said, got) in SENTENCES.iter().zip(&lines) {
+        let text = got["text"].as_str().unwrap();
+        // The pre-roll keeps the first word.
+        assert_eq!(
+            words(text).first(),
+            words(said).first(),
+            "{said:?} → {text:?}"
+        );
+        assert!(wer(said, text) <= 0.34, "{said:?} → {text:?}");
+        assert!(got["start"].as_f64().unwrap() < got["end"].as_f64().unwrap());
+        assert!(got["latency_ms"].as_u64().is_some());
+    }
+    for w in lines.windows(2) {
+        assert!(w[0]["end"].as_f64() <= w[1]["start"].as_f64());
+    }
+}
+
+#[test]
+fn a_two_minute_monologue_is_split_without_losing_words() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let text = "Good morning everyone, and thank you for joining the weekly planning meeting. \
+        First, the new office on the second floor will open next month, and every team will \
+        move in over two weekends. Please pack your desks on Friday afternoon and label every \
+        box with your name and your team. Second, the quarterly report is almost finished. The \
+        sales numbers are better than last year, and the support team answered most questions \
+        within a day. Third, we are looking for volunteers to organise the summer party. If you \
+        would like to help, send a short message to the office manager before the end of the \
+        week. Finally, remember that the kitchen will be closed on Monday for cleaning, so bring \
+        your own lunch or try one of the small restaurants near the station. That is all for \
+        today.";
+    let speech = dir.path().join("monologue.wav");
+    // Slow and without pauses longer than the hangover, so the VAD never ends it by itself.
+    require_tool("espeak-ng");
+    let st = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "120", "-g", "1", "-w"])
+        .arg(&speech)
+        .arg(format!("{text} {text}"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = run(sotto()
+        .args([
+            "dictate",
+            "--fast",
+            "--jsonl",
+            "--hangover-ms",
+            "1500",
+            "--max-utterance-s",
+            "20",
+            "--input",
+        ])
+        .arg(&speech));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.len() >= 6,
+        "a ~2.5 min monologue in ≤ 20 s pieces: {}",
+        lines.len()
+    );
+    assert!(
+        lines.iter().any(|l| l["split"] == true),
+        "split at the maximum length"
+    );
+    let heard: Vec<&str> = lines.iter().map(|l| l["text"].as_str().unwrap()).collect();
+    let w = wer(&format!("{text} {text}"), &heard.join(" "));
+    assert!(
+        w <= 0.10,
+        "WER {:.1}% across the pieces:\n{}",
+        w * 100.0,
+        heard.join("\n")
+    );
+}
+
+#[test]
+fn ctrl_c_during_an_utterance_still_prints_it() {
+    model(sotto::models::WHISPER_GGML);
+    let child = sotto()
+        .args(["dictate", "--input"])
+        .arg(jfk_wav())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // jfk.wav is one 11 s utterance fed at real-time pace: interrupt it in the middle.
+    std::thread::sleep(Duration::from_secs(6));
+    sigint(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.to_lowercase().contains("my fellow americans"),
+        "the words said before Ctrl-C are printed: {text:?}"
+    );
+}
+
+#[test]
+fn dictation_from_a_real_input_device() {
+    model(sotto::models::WHISPER_GGML);
+    require_tool("paplay");
+    // PulseAudio null sink `v`, its monitor the default source (scripts/pulse-null-sink).
+    let child = sotto()
+        .args(["dictate", "--jsonl"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let played = Command::new("paplay")
+        .args(["-d", "v"])
+        .arg(jfk_wav())
+        .status()
+        .unwrap();
+    assert!(
+        played.success(),
+        "paplay failed: is PulseAudio running? (scripts/pulse-null-sink)"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    sigint(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let heard: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let w = wer(&jfk_txt(), &heard.join(" "));
+    assert!(w <= 0.15, "WER {:.0}%: {heard:?}", w * 100.0);
+}
+
+#[test]
+fn devices_are_listed() {
+    let out = run(sotto().arg("devices"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("input"), "{}", stdout(&out));
+}
