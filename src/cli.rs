@@ -66,6 +66,11 @@ pub enum Command {
     Dictate(DictateArgs),
     /// List audio input and output devices.
     Devices,
+    /// Control a running `sotto dictate --ptt`: start, stop, toggle or cancel recording.
+    Ctl {
+        #[arg(value_parser = ["start", "stop", "toggle", "cancel"])]
+        command: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +104,10 @@ pub struct DictateArgs {
     pub max_utterance_s: u32,
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Push-to-talk instead of voice activity: record between `sotto ctl start` and
+    /// `sotto ctl stop` (hold) or on each `sotto ctl toggle` / SIGUSR1 (toggle).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub ptt: Option<crate::ptt::Mode>,
     /// Beam width for Whisper; 1 decodes greedily (lower latency).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub beam_size: usize,
@@ -246,6 +255,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat(&models, &config, args),
         Command::Say(args) => say(&models, &config, args),
         Command::Dictate(args) => dictate(&models, &config, args),
+        Command::Ctl { command } => match crate::ptt::send(&crate::ptt::socket_path(), &command) {
+            Ok(_) => Ok(ExitCode::SUCCESS),
+            Err(e) => bail!("{e}"),
+        },
         Command::Devices => {
             for line in crate::capture::list_devices() {
                 println!("{line}");
@@ -941,6 +954,7 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
             beam_size: args.beam_size,
             ..SttOptions::default()
         },
+        ptt: args.ptt,
     };
     let mut append = match &args.output {
         Some(path) => Some(

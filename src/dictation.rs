@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use rubato::{Fft, FixedSync, Resampler};
 use serde::Serialize;
 
 use crate::capture::{self, CaptureBlock, CaptureStats, RingConsumer};
+use crate::ptt;
 use crate::stt::{Stt, SttOptions};
 use crate::vad::{self, Detector, DetectorKind, Segmenter, SegmenterConfig, Utterance};
 
@@ -40,6 +41,9 @@ pub struct DictationOptions {
     pub aggressiveness: u8,
     pub segmenter: SegmenterConfig,
     pub stt: SttOptions,
+    /// Push-to-talk: utterances are what is recorded between start and stop (ctl socket,
+    /// SIGUSR1) instead of what the VAD finds.
+    pub ptt: Option<ptt::Mode>,
 }
 
 /// One recognised utterance.
@@ -73,6 +77,8 @@ pub enum DictationError {
     Stt(#[from] crate::stt::SttError),
     #[error("resampler: {0}")]
     Resample(String),
+    #[error("push-to-talk control {0}")]
+    Control(String, #[source] std::io::Error),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
 }
@@ -80,6 +86,8 @@ pub enum DictationError {
 struct Timed {
     utterance: Utterance,
     detected: Instant,
+    /// Sequence number; a push-to-talk cancel voids every utterance up to it.
+    id: u64,
 }
 
 /// Runs dictation until the input ends or `stop` is set, calling `on_transcript` on the
@@ -134,6 +142,17 @@ pub fn run(
             .expect("spawning a thread only fails when the OS is out of resources")
     };
 
+    // Push-to-talk: the control socket and SIGUSR1 feed the state machine on its thread.
+    let cancelled_through = Arc::new(AtomicU64::new(0));
+    let (ptt_commands, ptt_thread) = match opts.ptt {
+        None => (None, None),
+        Some(mode) => {
+            let (tx, rx) = bounded::<ptt::Action>(16);
+            let h = spawn_ptt(mode, stop.clone(), tx, cancelled_through.clone())?;
+            (Some(rx), Some(h))
+        }
+    };
+
     // Utterances: block when full. Dictation must not lose speech; a slow STT backs up into
     // the 20 s ring, whose overflow the capture side counts.
     let (utt_tx, utt_rx) = bounded::<Timed>(4);
@@ -142,7 +161,17 @@ pub fn run(
         let done = source_done.clone();
         std::thread::Builder::new()
             .name("frontend".into())
-            .spawn(move || frontend(consumer, reconnect_rx, rate_hz, &opts, &done, utt_tx))
+            .spawn(move || {
+                frontend(
+                    consumer,
+                    reconnect_rx,
+                    rate_hz,
+                    &opts,
+                    ptt_commands,
+                    &done,
+                    utt_tx,
+                )
+            })
             .expect("spawning a thread only fails when the OS is out of resources")
     };
 
@@ -150,9 +179,10 @@ pub fn run(
     let (text_tx, text_rx) = bounded::<Transcript>(16);
     let stt_thread: JoinHandle<Result<usize, DictationError>> = {
         let stt_opts = opts.stt.clone();
+        let cancelled = cancelled_through.clone();
         std::thread::Builder::new()
             .name("stt".into())
-            .spawn(move || stt_loop(stt, &stt_opts, utt_rx, text_tx))
+            .spawn(move || stt_loop(stt, &stt_opts, utt_rx, &cancelled, text_tx))
             .expect("spawning a thread only fails when the OS is out of resources")
     };
 
@@ -169,6 +199,9 @@ pub fn run(
     // The source may still be waiting on a device; it sees `stop` or has finished.
     stop.store(true, Ordering::Relaxed);
     join("source", source)?;
+    if let Some(h) = ptt_thread {
+        join("ptt", h)?;
+    }
     Ok(DictationStats {
         utterances,
         dropped_samples: stats.overruns.load(Ordering::Relaxed),
@@ -178,16 +211,128 @@ pub fn run(
 
 const RESAMPLER_CHUNK: usize = 1024;
 
+/// Where 16 kHz audio goes: the VAD and segmenter, or the push-to-talk gate.
+enum Gate {
+    Vad {
+        detector: Detector,
+        segmenter: Segmenter,
+        frame: Vec<f32>,
+    },
+    Ptt {
+        commands: Receiver<ptt::Action>,
+        recording: bool,
+        buf: Vec<f32>,
+        start: usize,
+        pos: usize,
+    },
+}
+
+impl Gate {
+    /// Feeds 16 kHz samples; returns finished utterances through `emit` (false = stop).
+    fn feed(&mut self, samples: &[f32], emit: &mut dyn FnMut(Utterance) -> bool) -> bool {
+        match self {
+            Gate::Vad {
+                detector,
+                segmenter,
+                frame,
+            } => {
+                for &s in samples {
+                    frame.push(s);
+                    if frame.len() == vad::FRAME_SAMPLES {
+                        let speech = detector.is_speech(frame);
+                        if let Some(u) = segmenter.push(frame, speech)
+                            && !emit(u)
+                        {
+                            return false;
+                        }
+                        frame.clear();
+                    }
+                }
+                true
+            }
+            Gate::Ptt {
+                commands,
+                recording,
+                buf,
+                start,
+                pos,
+            } => {
+                while let Ok(action) = commands.try_recv() {
+                    match action {
+                        ptt::Action::StartRecording => {
+                            *recording = true;
+                            *start = *pos;
+                            buf.clear();
+                        }
+                        ptt::Action::StopAndTranscribe => {
+                            *recording = false;
+                            if !buf.is_empty() && !emit(ptt_utterance(buf, *start)) {
+                                return false;
+                            }
+                        }
+                        ptt::Action::Discard => {
+                            *recording = false;
+                            buf.clear();
+                        }
+                        ptt::Action::None => {}
+                    }
+                }
+                if *recording {
+                    buf.extend_from_slice(samples);
+                }
+                *pos += samples.len();
+                true
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Option<Utterance> {
+        match self {
+            Gate::Vad { segmenter, .. } => segmenter.flush(),
+            Gate::Ptt {
+                buf,
+                start,
+                recording,
+                ..
+            } => (*recording && !buf.is_empty()).then(|| ptt_utterance(buf, *start)),
+        }
+    }
+}
+
+fn ptt_utterance(buf: &mut Vec<f32>, start: usize) -> Utterance {
+    let at = |n: usize| Duration::from_secs_f64(n as f64 / vad::SAMPLE_RATE_HZ as f64);
+    let samples = std::mem::take(buf);
+    Utterance {
+        start: at(start),
+        end: at(start + samples.len()),
+        samples,
+        split: false,
+    }
+}
+
 fn frontend(
     mut consumer: RingConsumer<f32>,
     reconnect: Receiver<RingConsumer<f32>>,
     rate_hz: u32,
     opts: &DictationOptions,
+    ptt_commands: Option<Receiver<ptt::Action>>,
     source_done: &AtomicBool,
     out: Sender<Timed>,
 ) -> Result<(), DictationError> {
-    let mut detector = Detector::new(opts.detector, opts.aggressiveness);
-    let mut segmenter = Segmenter::new(opts.segmenter.clone());
+    let mut gate = match ptt_commands {
+        None => Gate::Vad {
+            detector: Detector::new(opts.detector, opts.aggressiveness),
+            segmenter: Segmenter::new(opts.segmenter.clone()),
+            frame: Vec::with_capacity(vad::FRAME_SAMPLES),
+        },
+        Some(commands) => Gate::Ptt {
+            commands,
+            recording: false,
+            buf: Vec::new(),
+            start: 0,
+            pos: 0,
+        },
+    };
     let mut resampler = if rate_hz == vad::SAMPLE_RATE_HZ {
         None
     } else {
@@ -209,33 +354,18 @@ fn frontend(
     let mut raw = vec![0.0f32; RESAMPLER_CHUNK];
     let mut raw_len = 0;
     let mut resampled = vec![0.0f32; out_max.max(1)];
-    let mut frame = Vec::with_capacity(vad::FRAME_SAMPLES * 2);
     // The resampler's start-up delay is silence; skip it so timestamps line up.
     let mut skip = resampler.as_ref().map(|r| r.output_delay()).unwrap_or(0);
-
+    let mut next_id = 0;
     let mut emit = |u: Utterance| -> bool {
+        next_id += 1;
         out.send(Timed {
             utterance: u,
             detected: Instant::now(),
+            id: next_id,
         })
         .is_ok()
     };
-    let mut push_16k =
-        |samples: &[f32], frame: &mut Vec<f32>, emit: &mut dyn FnMut(Utterance) -> bool| {
-            for &s in samples {
-                frame.push(s);
-                if frame.len() == vad::FRAME_SAMPLES {
-                    let speech = detector.is_speech(frame);
-                    if let Some(u) = segmenter.push(frame, speech)
-                        && !emit(u)
-                    {
-                        return false;
-                    }
-                    frame.clear();
-                }
-            }
-            true
-        };
     loop {
         if let Ok(c) = reconnect.try_recv() {
             consumer = c;
@@ -247,7 +377,7 @@ fn frontend(
         if raw_len == RESAMPLER_CHUNK || flush_partial {
             match resampler.as_mut() {
                 None => {
-                    if !push_16k(&raw[..raw_len], &mut frame, &mut emit) {
+                    if !gate.feed(&raw[..raw_len], &mut emit) {
                         return Ok(());
                     }
                 }
@@ -267,12 +397,17 @@ fn frontend(
                         .map_err(|e| DictationError::Resample(e.to_string()))?;
                     let drop = skip.min(produced);
                     skip -= drop;
-                    if !push_16k(&resampled[drop..produced], &mut frame, &mut emit) {
+                    if !gate.feed(&resampled[drop..produced], &mut emit) {
                         return Ok(());
                     }
                 }
             }
             raw_len = 0;
+        } else if n == 0 {
+            // Push-to-talk commands must be seen even when no audio arrives.
+            if !gate.feed(&[], &mut emit) {
+                return Ok(());
+            }
         }
         if finished && raw_len == 0 {
             break;
@@ -281,7 +416,7 @@ fn frontend(
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    if let Some(u) = segmenter.flush() {
+    if let Some(u) = gate.flush() {
         emit(u);
     }
     Ok(())
@@ -291,11 +426,18 @@ fn stt_loop(
     stt: Stt,
     opts: &SttOptions,
     input: Receiver<Timed>,
+    cancelled_through: &AtomicU64,
     out: Sender<Transcript>,
 ) -> Result<usize, DictationError> {
     let mut count = 0;
     for t in input.iter() {
+        if t.id <= cancelled_through.load(Ordering::Acquire) {
+            continue;
+        }
         let segments = stt.transcribe(&t.utterance.samples, opts, None)?;
+        if t.id <= cancelled_through.load(Ordering::Acquire) {
+            continue;
+        }
         let text = crate::transcript::plain_text(&segments);
         count += 1;
         if text.trim().is_empty() {
@@ -320,4 +462,67 @@ fn stt_loop(
         }
     }
     Ok(count)
+}
+
+/// The push-to-talk thread: accepts control connections (non-blocking, so it notices `stop`),
+/// polls SIGUSR1, runs the state machine and sends its actions to the front end.
+fn spawn_ptt(
+    mode: ptt::Mode,
+    stop: Arc<AtomicBool>,
+    actions: Sender<ptt::Action>,
+    cancelled_through: Arc<AtomicU64>,
+) -> Result<JoinHandle<Result<(), DictationError>>, DictationError> {
+    let path = ptt::socket_path();
+    let listener =
+        ptt::bind(&path).map_err(|e| DictationError::Control(path.display().to_string(), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| DictationError::Control(path.display().to_string(), e))?;
+    let usr1 = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone())
+        .map_err(|e| DictationError::Control("SIGUSR1".into(), e))?;
+    tracing::info!(stage = "ptt", socket = %path.display(), ?mode, "push-to-talk ready");
+    Ok(std::thread::Builder::new()
+        .name("ptt".into())
+        .spawn(move || {
+            let (events_tx, events_rx) = bounded::<ptt::Event>(64);
+            let mut machine = ptt::Machine::default();
+            let mut emitted_stops = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let tx = events_tx.clone();
+                        let _ = conn.set_nonblocking(false);
+                        let _ = std::thread::Builder::new()
+                            .name("ptt-conn".into())
+                            .spawn(move || ptt::serve(conn, &tx));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => tracing::warn!(stage = "ptt", error = %e, "control socket"),
+                }
+                if usr1.swap(false, Ordering::Relaxed) {
+                    let _ = events_tx.send(ptt::Event::Toggle);
+                }
+                while let Ok(event) = events_rx.try_recv() {
+                    let before = machine.state;
+                    let (next, action) = ptt::step(machine, event, mode, Instant::now());
+                    machine = next;
+                    match action {
+                        ptt::Action::StopAndTranscribe => emitted_stops += 1,
+                        // Cancelling while transcribing voids the utterance in flight.
+                        ptt::Action::Discard if before == ptt::State::Processing => {
+                            cancelled_through.fetch_max(emitted_stops, Ordering::AcqRel);
+                        }
+                        _ => {}
+                    }
+                    if action != ptt::Action::None && actions.send(action).is_err() {
+                        return Ok(());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = std::fs::remove_file(&path);
+            Ok(())
+        })
+        .expect("spawning a thread only fails when the OS is out of resources"))
 }

@@ -15,6 +15,7 @@ pub mod dictation;
 pub mod llm;
 pub mod models;
 pub mod playback;
+pub mod ptt;
 pub mod stt;
 pub mod transcript;
 pub mod tts;

@@ -201,3 +201,79 @@ fn devices_are_listed() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("input"), "{}", stdout(&out));
 }
+
+fn wav_seconds(p: &std::path::Path) -> f64 {
+    let r = hound::WavReader::open(p).unwrap();
+    r.duration() as f64 / r.spec().sample_rate as f64
+}
+
+#[test]
+fn push_to_talk_records_between_toggles_and_cancel_discards() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let gap = silence(dir.path(), "2");
+    let mut parts = vec![gap.clone()];
+    let mut spans = Vec::new();
+    let mut t = wav_seconds(&gap);
+    for (i, s) in SENTENCES.iter().enumerate() {
+        let p = dir.path().join(format!("u{i}.wav"));
+        espeak(s, &p);
+        let d = wav_seconds(&p);
+        spans.push((t, t + d));
+        t += d + wav_seconds(&gap);
+        parts.push(p);
+        parts.push(gap.clone());
+    }
+    let input = dir.path().join("three.wav");
+    concat(&parts, &input);
+    let runtime = dir.path().join("run");
+    let child = sotto()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["dictate", "--ptt", "toggle", "--jsonl", "--input"])
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let at = |secs: f64| {
+        let due = Duration::from_secs_f64(secs.max(0.0));
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    };
+    let ctl = |cmd: &str| {
+        let out = run(sotto().env("XDG_RUNTIME_DIR", &runtime).args(["ctl", cmd]));
+        assert!(out.status.success(), "ctl {cmd}: {}", stderr(&out));
+    };
+    // Sentence 1: recorded, then cancelled — never printed.
+    at(spans[0].0 - 0.7);
+    ctl("start");
+    at(spans[0].1 + 0.3);
+    ctl("cancel");
+    // Sentence 2: SIGUSR1 toggles on and off around it.
+    at(spans[1].0 - 0.7);
+    let usr1 = || {
+        let _ = Command::new("kill")
+            .args(["-USR1", &child.id().to_string()])
+            .status();
+    };
+    usr1();
+    at(spans[1].1 + 0.5);
+    usr1();
+    // Sentence 3 is never recorded. Let the file finish.
+    at(t + 0.5);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "only the toggled sentence: {lines:?}");
+    assert!(wer(SENTENCES[1], &lines[0]) <= 0.34, "{lines:?}");
+}
