@@ -182,15 +182,7 @@ fn dictation_from_a_real_input_device() {
     sigint(child.id());
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let heard: Vec<String> = stdout(&out)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let heard = json_texts(&out);
     let w = wer(&jfk_txt(), &heard.join(" "));
     assert!(w <= 0.15, "WER {:.0}%: {heard:?}", w * 100.0);
 }
@@ -265,15 +257,7 @@ fn push_to_talk_records_between_toggles_and_cancel_discards() {
     at(t + 0.5);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<String> = stdout(&out)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let lines = json_texts(&out);
     assert_eq!(lines.len(), 1, "only the toggled sentence: {lines:?}");
     assert!(wer(SENTENCES[1], &lines[0]) <= 0.34, "{lines:?}");
 }

@@ -33,15 +33,7 @@ fn say_then_transcribe_recovers_ten_sentences() {
         .args(["transcribe", "--format", "json"])
         .args(&files));
     assert!(out.status.success(), "{}", stderr(&out));
-    let heard: Vec<String> = stdout(&out)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let heard = json_texts(&out);
     let (mut errors, mut total) = (0.0, 0.0);
     for (said, heard) in SENTENCES.iter().zip(&heard) {
         let n = words(said).len() as f64;

@@ -84,6 +84,17 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The `text` field of each JSON line sotto printed (`--jsonl`, `--format json`).
+pub fn json_texts(out: &Output) -> Vec<String> {
+    stdout(out)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            v["text"].as_str().expect("a text field").to_string()
+        })
+        .collect()
+}
+
 /// Fails (never skips) when a tool the test needs is not installed.
 pub fn require_tool(name: &str) {
     let found = Command::new("sh")
