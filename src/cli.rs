@@ -90,18 +90,18 @@ pub struct DictateArgs {
     /// Also append each utterance to this file.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Voice activity detector.
-    #[arg(long, value_enum, default_value_t = crate::vad::DetectorKind::Webrtc)]
-    pub vad: crate::vad::DetectorKind,
-    /// Detector aggressiveness, 0 (keeps most audio) to 3.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=3))]
-    pub vad_aggressiveness: u8,
-    /// Silence that ends an utterance, in milliseconds.
-    #[arg(long, default_value_t = 600, value_name = "MS")]
-    pub hangover_ms: u32,
-    /// Longest utterance before it is split at a pause, in seconds.
-    #[arg(long, default_value_t = 25, value_name = "S")]
-    pub max_utterance_s: u32,
+    /// Voice activity detector [config: dictate.vad; default webrtc].
+    #[arg(long, value_enum)]
+    pub vad: Option<crate::vad::DetectorKind>,
+    /// Detector aggressiveness, 0 (keeps most audio) to 3 [dictate.vad_aggressiveness; 2].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub vad_aggressiveness: Option<u8>,
+    /// Silence that ends an utterance, in milliseconds [dictate.hangover_ms; 600].
+    #[arg(long, value_name = "MS")]
+    pub hangover_ms: Option<u32>,
+    /// Longest utterance before it is split at a pause, in seconds [dictate.max_utterance_s; 25].
+    #[arg(long, value_name = "S")]
+    pub max_utterance_s: Option<u32>,
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Push-to-talk instead of voice activity: record between `sotto ctl start` and
@@ -913,10 +913,13 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
         // Fail on a bad file before loading anything.
         audio::read_wav(input)?;
     }
-    if args.max_utterance_s < 2 || args.max_utterance_s > 30 {
+    // Flags override the config file, which overrides the defaults.
+    let d = &config.dictate;
+    let max_utterance_s = args.max_utterance_s.unwrap_or(d.max_utterance_s);
+    let hangover_ms = args.hangover_ms.unwrap_or(d.hangover_ms);
+    if !(2..=30).contains(&max_utterance_s) {
         bail!(
-            "--max-utterance-s {} is out of range (2 to 30: Whisper hears 30 s at a time)",
-            args.max_utterance_s
+            "max utterance {max_utterance_s} s is out of range (2 to 30: Whisper hears 30 s at a time)"
         );
     }
     let mut audit_ctx = AuditContext::new(&models.root);
@@ -939,14 +942,14 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
 
     let frames = |ms: u32| (ms as usize).div_ceil(crate::vad::FRAME_MS as usize);
     let opts = crate::dictation::DictationOptions {
-        device: args.device.clone(),
+        device: args.device.clone().or_else(|| d.device.clone()),
         input: args.input.clone(),
         fast: args.fast,
-        detector: args.vad,
-        aggressiveness: args.vad_aggressiveness,
+        detector: args.vad.unwrap_or(d.vad),
+        aggressiveness: args.vad_aggressiveness.unwrap_or(d.vad_aggressiveness),
         segmenter: crate::vad::SegmenterConfig {
-            hangover_frames: frames(args.hangover_ms),
-            max_utterance_frames: frames(args.max_utterance_s * 1000),
+            hangover_frames: frames(hangover_ms),
+            max_utterance_frames: frames(max_utterance_s * 1000),
             ..crate::vad::SegmenterConfig::default()
         },
         stt: SttOptions {

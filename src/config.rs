@@ -39,6 +39,29 @@ pub struct RawConfig {
     pub models: RawModels,
     #[serde(default)]
     pub llm: RawLlm,
+    #[serde(default)]
+    pub dictate: RawDictate,
+}
+
+/// `[dictate]`: defaults for `sotto dictate` (its flags override them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDictate {
+    pub device: Option<String>,
+    pub vad: Option<crate::vad::DetectorKind>,
+    pub vad_aggressiveness: Option<u8>,
+    pub hangover_ms: Option<u32>,
+    pub max_utterance_s: Option<u32>,
+}
+
+/// Validated dictation defaults.
+#[derive(Clone, Debug)]
+pub struct DictateDefaults {
+    pub device: Option<String>,
+    pub vad: crate::vad::DetectorKind,
+    pub vad_aggressiveness: u8,
+    pub hangover_ms: u32,
+    pub max_utterance_s: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +107,7 @@ pub struct Config {
     pub llm_model: String,
     pub tts_model: String,
     pub system_prompt: String,
+    pub dictate: DictateDefaults,
 }
 
 impl Config {
@@ -143,6 +167,21 @@ impl Config {
                 .llm
                 .system_prompt
                 .unwrap_or_else(|| crate::llm::DEFAULT_SYSTEM_PROMPT.into()),
+            dictate: DictateDefaults {
+                device: raw.dictate.device,
+                vad: raw.dictate.vad.unwrap_or(crate::vad::DetectorKind::Webrtc),
+                vad_aggressiveness: match raw.dictate.vad_aggressiveness {
+                    None => 2,
+                    Some(a @ 0..=3) => a,
+                    Some(a) => {
+                        return Err(invalid(format!(
+                            "dictate.vad_aggressiveness = {a}: expected 0 to 3"
+                        )));
+                    }
+                },
+                hangover_ms: raw.dictate.hangover_ms.unwrap_or(600),
+                max_utterance_s: raw.dictate.max_utterance_s.unwrap_or(25),
+            },
         })
     }
 
@@ -216,6 +255,28 @@ mod tests {
             e.contains("c.toml") && e.contains("line 3") && e.contains("polcy"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dictation_defaults_come_from_the_config() {
+        let c = Config::parse(
+            Path::new("c.toml"),
+            "[dictate]\nvad = \"energy\"\nhangover_ms = 900\n",
+        )
+        .unwrap();
+        assert_eq!(c.dictate.vad, crate::vad::DetectorKind::Energy);
+        assert_eq!(
+            (c.dictate.hangover_ms, c.dictate.max_utterance_s),
+            (900, 25)
+        );
+        let e = Config::parse(Path::new("c.toml"), "[dictate]\nvad = \"neural\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("neural") && e.contains("line 2"), "{e}");
+        let e = Config::parse(Path::new("c.toml"), "[dictate]\nvad_aggressiveness = 9\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0 to 3"), "{e}");
     }
 
     #[test]

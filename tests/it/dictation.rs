@@ -261,3 +261,28 @@ fn push_to_talk_records_between_toggles_and_cancel_discards() {
     assert_eq!(lines.len(), 1, "only the toggled sentence: {lines:?}");
     assert!(wer(SENTENCES[1], &lines[0]) <= 0.34, "{lines:?}");
 }
+
+#[test]
+fn dictation_settings_come_from_the_config_file_and_flags_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/config.toml"),
+        "[dictate]\nmax_utterance_s = 40\n",
+    )
+    .unwrap();
+    let out = run(sotto_in(dir.path())
+        .args(["dictate", "--input"])
+        .arg(jfk_wav()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("max utterance 40 s is out of range"),
+        "{}",
+        stderr(&out)
+    );
+    // The flag wins over the file; then the audit (no exception in this config) refuses.
+    let out = run(sotto_in(dir.path())
+        .args(["dictate", "--max-utterance-s", "20", "--input"])
+        .arg(jfk_wav()));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
