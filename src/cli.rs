@@ -45,12 +45,15 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Without a command: `sotto agent` with its defaults.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The voice agent (the default): listens, answers aloud or runs a voice command.
+    Agent(AgentArgs),
     /// Transcribe WAV files with Whisper.
     Transcribe(TranscribeArgs),
     /// Inspect and import the model files.
@@ -111,6 +114,66 @@ pub struct DictateArgs {
     /// Beam width for Whisper; 1 decodes greedily (lower latency).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub beam_size: usize,
+    /// Put each utterance on the clipboard (macOS, Wayland or X11 session).
+    #[arg(long)]
+    pub clipboard: bool,
+    /// Type each utterance into the focused window (macOS, Wayland or X11 session).
+    #[arg(long = "type")]
+    pub type_text: bool,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct AgentArgs {
+    /// Input device by name (see `sotto devices`); default: the system's default input.
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
+    /// Listen to a WAV file (at real-time pace) instead of a microphone; the session ends
+    /// when its last turn is answered.
+    #[arg(long, value_name = "FILE.wav")]
+    pub input: Option<PathBuf>,
+    /// With --input: feed the file as fast as the pipeline takes it.
+    #[arg(long, requires = "input")]
+    pub fast: bool,
+    /// Write what would be played to this WAV file (real-time timeline) instead of the speaker.
+    #[arg(short, long, value_name = "FILE.wav")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing --output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Append each turn's latencies (JSON lines) to this file.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub metrics: Option<PathBuf>,
+    /// Print each turn as a JSON object instead of text.
+    #[arg(long)]
+    pub jsonl: bool,
+    /// Voice commands file (TOML) [config: agent.commands; default commands.toml beside it].
+    #[arg(long, value_name = "FILE")]
+    pub commands: Option<PathBuf>,
+    /// Where actions are logged (JSON lines) [agent.action_log; the data dir's sotto/actions.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub action_log: Option<PathBuf>,
+    /// Speech while sotto speaks interrupts it; turns the echo guard off while speaking, so
+    /// use headphones [agent.barge_in].
+    #[arg(long)]
+    pub barge_in: bool,
+    /// How long the microphone stays closed after sotto speaks, in ms [agent.echo_tail_ms; 300].
+    #[arg(long, value_name = "MS")]
+    pub echo_tail_ms: Option<u32>,
+    /// Only take utterances that start with this phrase [agent.wake_phrase].
+    #[arg(long, value_name = "PHRASE")]
+    pub wake: Option<String>,
+    /// Stop after this many turns.
+    #[arg(long, value_name = "N")]
+    pub turns: Option<usize>,
+    /// Silence that ends an utterance, in milliseconds [dictate.hangover_ms; 600].
+    #[arg(long, value_name = "MS")]
+    pub hangover_ms: Option<u32>,
+    /// Longest reply, in tokens.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
+    /// Threads for Whisper.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -247,7 +310,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
     if let Some(p) = &cli.policy {
         config.policy = p.parse::<Osaid>().map_err(anyhow::Error::msg)?;
     }
-    match cli.command {
+    match cli.command.unwrap_or(Command::Agent(AgentArgs::default())) {
+        Command::Agent(args) => agent(&models, &config, args),
         Command::Transcribe(args) => transcribe(&models, &config, args),
         Command::Models(ModelsCommand::List) => models_list(&models),
         Command::Models(ModelsCommand::Import { force }) => models_import(&models, force),
@@ -884,7 +948,8 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
                 .with_context(|| format!("cannot write {}", out.display()))?;
         }
         None => {
-            let speaker = crate::playback::Speaker::open_default()?;
+            use crate::playback::Output;
+            let mut speaker = crate::playback::Speaker::open_default()?;
             for chunk in &chunks {
                 let speech = synth(&mut tts, chunk)?;
                 speaker.queue(&speech.samples, speech.sample_rate_hz)?;
@@ -912,6 +977,12 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
     if let Some(input) = &args.input {
         // Fail on a bad file before loading anything.
         audio::read_wav(input)?;
+    }
+    if (args.clipboard || args.type_text) && crate::desktop::session().is_none() {
+        bail!(
+            "{} needs a desktop session (macOS, or Wayland/X11 with WAYLAND_DISPLAY or DISPLAY set)",
+            if args.clipboard { "--clipboard" } else { "--type" }
+        );
     }
     // Flags override the config file, which overrides the defaults.
     let d = &config.dictate;
@@ -984,6 +1055,17 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
         {
             write_error.get_or_insert(e);
         }
+        // The desktop outputs warn and go on: the text is on stdout already.
+        if args.clipboard
+            && let Err(e) = crate::desktop::copy_to_clipboard(&t.text)
+        {
+            eprintln!("warning: {e}");
+        }
+        if args.type_text
+            && let Err(e) = crate::desktop::type_text(&format!("{} ", t.text.trim()))
+        {
+            eprintln!("warning: {e}");
+        }
     })?;
     if let Some(e) = write_error {
         return Err(anyhow::Error::new(e).context("cannot append to the output file"));
@@ -995,4 +1077,201 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use crate::agent::{self, Settings};
+
+    // Everything the user named is checked before a model loads.
+    if let Some(input) = &args.input {
+        audio::read_wav(input)?;
+    }
+    if let Some(out) = &args.output
+        && out.exists()
+        && !args.force
+    {
+        bail!(
+            "{} already exists; pass --force to replace it",
+            out.display()
+        );
+    }
+    let a = &config.agent;
+    let commands = match args.commands.as_ref().or(a.commands.as_ref()) {
+        Some(path) => crate::commands::Commands::load(path)?,
+        None => crate::commands::Commands::default(),
+    };
+    let mut metrics = match &args.metrics {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {} for appending", path.display()))?,
+        ),
+        None => None,
+    };
+    let d = &config.dictate;
+    let hangover_ms = args.hangover_ms.unwrap_or(d.hangover_ms);
+
+    let mut ctx = AuditContext::new(&models.root);
+    let whisper = whisper_model(models, &mut ctx.cache, None)?;
+    let gguf = registry_weight(models, &config.llm_model)?;
+    let onnx = registry_weight(models, &config.tts_model)?;
+    let ids = [
+        config.stt_model.as_str(),
+        config.llm_model.as_str(),
+        config.tts_model.as_str(),
+    ];
+    let pass = match startup_gate(&mut ctx, config, &ids)? {
+        Ok(pass) => pass,
+        Err(code) => return Ok(code),
+    };
+    let t0 = Instant::now();
+    let stt = Stt::load(&pass, &whisper)?;
+    let mut llm = crate::llm::Llm::load(
+        &pass,
+        &gguf,
+        &gguf.with_file_name("tokenizer.json"),
+        Some(config.system_prompt.clone()),
+    )?;
+    llm.warm_up()?;
+    let mut tts = crate::tts::Tts::load(&pass, &onnx, &crate::tts::default_runtime_path(&models.root))?;
+    let warm = tts.synthesize("Ready.", 1.0)?;
+    let tts_rate_hz = warm.sample_rate_hz;
+    tracing::info!(stage = "agent", ms = t0.elapsed().as_millis() as u64, "models loaded and warm");
+
+    let output: agent::OutputFactory = match args.output.clone() {
+        Some(path) => Box::new(move |started| {
+            Ok(Box::new(crate::playback::Recorder::with_start(&path, tts_rate_hz, started))
+                as Box<dyn crate::playback::Output>)
+        }),
+        None => Box::new(|_| {
+            Ok(Box::new(crate::playback::Speaker::open_default()?)
+                as Box<dyn crate::playback::Output>)
+        }),
+    };
+    let stages = agent::Stages {
+        transcriber: Box::new(agent::WhisperStage {
+            stt,
+            opts: SttOptions {
+                threads: args.threads.unwrap_or_else(stt::default_threads),
+                beam_size: 1,
+                fit_audio_ctx: true,
+                ..SttOptions::default()
+            },
+        }),
+        responder: Box::new(agent::LlmStage {
+            llm,
+            params: crate::llm::GenParams {
+                max_tokens: args.max_tokens.unwrap_or(96),
+                ..crate::llm::GenParams::default()
+            },
+        }),
+        voice: Box::new(agent::PiperStage { tts, speed: a.speed }),
+        output,
+    };
+    let frames = |ms: u32| (ms as usize).div_ceil(crate::vad::FRAME_MS as usize);
+    let listen = crate::dictation::DictationOptions {
+        device: args.device.clone().or_else(|| d.device.clone()),
+        input: args.input.clone(),
+        fast: args.fast,
+        detector: d.vad,
+        aggressiveness: d.vad_aggressiveness,
+        segmenter: crate::vad::SegmenterConfig {
+            hangover_frames: frames(hangover_ms),
+            max_utterance_frames: frames(d.max_utterance_s.clamp(2, 30) * 1000),
+            ..crate::vad::SegmenterConfig::default()
+        },
+        stt: SttOptions::default(),
+        ptt: None,
+    };
+    let settings = Settings {
+        barge_in: args.barge_in || a.barge_in,
+        echo_tail: std::time::Duration::from_millis(
+            args.echo_tail_ms.unwrap_or(a.echo_tail_ms).into(),
+        ),
+        wake_phrase: args.wake.clone().or_else(|| a.wake_phrase.clone()),
+        hangover: std::time::Duration::from_millis(hangover_ms.into()),
+        max_turns: args.turns,
+        commands,
+        action_log: Some(args.action_log.clone().unwrap_or_else(|| a.action_log.clone())),
+        ..Settings::default()
+    };
+
+    // First Ctrl-C: finish the turn in progress, then exit. Second: exit now.
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        stop.clone(),
+    )?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    if args.input.is_none() {
+        eprintln!("listening… (Ctrl-C to stop)");
+    }
+
+    let mut write_error = None;
+    let summary = agent::run(listen, stages, settings, stop, |turn| {
+        let mut stdout = std::io::stdout().lock();
+        if args.jsonl {
+            let _ = writeln!(stdout, "{}", serde_json::to_string(turn).unwrap_or_default());
+        } else if turn.outcome != agent::TurnOutcome::Ignored || !turn.transcript.is_empty() {
+            let _ = writeln!(stdout, "you:   {}", turn.transcript);
+            if !turn.reply.is_empty() {
+                let _ = writeln!(stdout, "sotto: {}", turn.reply);
+            }
+            let _ = writeln!(stdout, "       {}", describe_turn(turn));
+        }
+        let _ = stdout.flush();
+        if let Some(f) = metrics.as_mut()
+            && let Err(e) = writeln!(f, "{}", serde_json::to_string(turn).unwrap_or_default())
+        {
+            write_error.get_or_insert(e);
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(anyhow::Error::new(e).context("cannot append to the metrics file"));
+    }
+    if summary.dropped_samples > 0 {
+        eprintln!(
+            "warning: {} samples were dropped because processing fell behind",
+            summary.dropped_samples
+        );
+    }
+    if let Some(out) = &args.output {
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line on a finished turn: what happened and how long each step took.
+fn describe_turn(t: &crate::agent::TurnRecord) -> String {
+    use crate::agent::TurnOutcome;
+    let l = &t.latency;
+    let step = |name: &str, v: Option<u64>| v.map(|ms| format!("{name} {ms} ms"));
+    let steps: Vec<String> = [
+        step("transcript", l.transcript_ms),
+        step("first token", l.first_token_ms),
+        step("first clause", l.first_clause_ms),
+        step("first audio", l.first_audio_ms),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let what = match t.outcome {
+        TurnOutcome::Command => match (&t.command, &t.action) {
+            (Some(c), Some(a)) => format!("[command {} → {}]", c.command, serde_json::to_string(a).unwrap_or_default()),
+            _ => "[command]".into(),
+        },
+        TurnOutcome::Interrupted => format!(
+            "[interrupted; playback stopped {} ms after speech was detected]",
+            t.barge_in_stop_ms.unwrap_or_default()
+        ),
+        other => format!("[{}]", serde_json::to_value(other).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+    };
+    format!("{what} after the end of speech: {}", steps.join(", "))
 }

@@ -41,6 +41,33 @@ pub struct RawConfig {
     pub llm: RawLlm,
     #[serde(default)]
     pub dictate: RawDictate,
+    #[serde(default)]
+    pub agent: RawAgent,
+}
+
+/// `[agent]`: defaults for `sotto agent` (its flags override them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub wake_phrase: Option<String>,
+    /// Voice commands file; relative paths are relative to the config file.
+    pub commands: Option<PathBuf>,
+    pub action_log: Option<PathBuf>,
+    pub barge_in: Option<bool>,
+    pub echo_tail_ms: Option<u32>,
+    pub speed: Option<f32>,
+}
+
+/// Validated agent defaults, paths resolved.
+#[derive(Clone, Debug)]
+pub struct AgentDefaults {
+    pub wake_phrase: Option<String>,
+    /// The commands file: as configured, else `commands.toml` beside the config if present.
+    pub commands: Option<PathBuf>,
+    pub action_log: PathBuf,
+    pub barge_in: bool,
+    pub echo_tail_ms: u32,
+    pub speed: f32,
 }
 
 /// `[dictate]`: defaults for `sotto dictate` (its flags override them).
@@ -108,6 +135,7 @@ pub struct Config {
     pub tts_model: String,
     pub system_prompt: String,
     pub dictate: DictateDefaults,
+    pub agent: AgentDefaults,
 }
 
 impl Config {
@@ -150,9 +178,34 @@ impl Config {
                 .parse()
                 .map_err(|e: String| invalid(format!("audit.{e}")))?,
         };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
+        let speed = raw.agent.speed.unwrap_or(1.0);
+        if !(0.25..=4.0).contains(&speed) {
+            return Err(invalid(format!(
+                "agent.speed = {speed}: expected 0.25 to 4"
+            )));
+        }
+        let agent = AgentDefaults {
+            wake_phrase: raw.agent.wake_phrase.filter(|w| !w.trim().is_empty()),
+            commands: raw
+                .agent
+                .commands
+                .map(resolve)
+                .or_else(|| Some(dir.join("commands.toml")).filter(|p| p.is_file())),
+            action_log: raw
+                .agent
+                .action_log
+                .map(resolve)
+                .unwrap_or_else(crate::commands::ActionLog::default_path),
+            barge_in: raw.agent.barge_in.unwrap_or(false),
+            echo_tail_ms: raw.agent.echo_tail_ms.unwrap_or(300),
+            speed,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             policy,
+            agent,
             exceptions: raw.audit.exceptions,
             stt_model: raw.models.stt.unwrap_or_else(|| "whisper-tiny.en".into()),
             llm_model: raw

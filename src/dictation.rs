@@ -83,11 +83,154 @@ pub enum DictationError {
     Panicked(&'static str),
 }
 
-struct Timed {
-    utterance: Utterance,
-    detected: Instant,
-    /// Sequence number; a push-to-talk cancel voids every utterance up to it.
-    id: u64,
+/// An utterance as the front end hands it on.
+pub struct Timed {
+    pub utterance: Utterance,
+    /// When the VAD declared it finished (the end of the hangover).
+    pub detected: Instant,
+    /// Sequence number from 1; a push-to-talk cancel voids every utterance up to it.
+    pub id: u64,
+}
+
+/// What the agent hooks into the front end.
+#[derive(Clone, Default)]
+pub struct FrontendHooks {
+    /// While set, the microphone is heard as silence: the echo guard, so sotto does not hear
+    /// itself through the speakers.
+    pub mute: Option<Arc<AtomicBool>>,
+    /// Told when the VAD hears speech begin (never blocks: a full channel drops the notice).
+    pub speech_started: Option<Sender<Instant>>,
+}
+
+/// The listening half of the pipeline: source, ring and front end, running on their threads.
+/// Utterances come out of [`Listener::utterances`]; [`Listener::finish`] joins the threads.
+pub struct Listener {
+    pub utterances: Receiver<Timed>,
+    /// Push-to-talk cancel: utterances with an id up to this are void.
+    pub cancelled_through: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<CaptureStats>,
+    frontend: JoinHandle<Result<(), DictationError>>,
+    source: JoinHandle<Result<(), DictationError>>,
+    ptt: Option<JoinHandle<Result<(), DictationError>>>,
+}
+
+impl Listener {
+    /// Opens the input (device or file) and starts the source, front-end and (with `ptt`)
+    /// push-to-talk threads. They run until the input ends or `stop` is set.
+    pub fn start(
+        opts: &DictationOptions,
+        stop: Arc<AtomicBool>,
+        hooks: FrontendHooks,
+    ) -> Result<Self, DictationError> {
+        let rate_hz = match &opts.input {
+            Some(path) => crate::audio::read_wav(path)?.sample_rate_hz,
+            None => capture::device_rate(opts.device.as_deref())?,
+        };
+        let (producer, consumer) = capture::ring(rate_hz, capture::RING_SECONDS);
+        let stats = Arc::new(CaptureStats::default());
+        let source_done = Arc::new(AtomicBool::new(false));
+        // New ring halves after a device reconnect.
+        let (reconnect_tx, reconnect_rx) = bounded::<RingConsumer<f32>>(1);
+
+        let source: JoinHandle<Result<(), DictationError>> = {
+            let stats = stats.clone();
+            let stop = stop.clone();
+            let done = source_done.clone();
+            let opts = opts.clone();
+            let name = if opts.input.is_some() {
+                "file-feed"
+            } else {
+                "capture"
+            };
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    let r = match &opts.input {
+                        Some(path) => {
+                            let block = CaptureBlock::new(producer, 1, stats);
+                            capture::feed_file(path, block, opts.fast, &stop).map_err(Into::into)
+                        }
+                        None => capture::run_capture_thread(
+                            opts.device.clone(),
+                            rate_hz,
+                            producer,
+                            stats,
+                            stop,
+                            reconnect_tx,
+                        )
+                        .map_err(Into::into),
+                    };
+                    done.store(true, Ordering::Release);
+                    r
+                })
+                .expect("spawning a thread only fails when the OS is out of resources")
+        };
+
+        // Push-to-talk: the control socket and SIGUSR1 feed the state machine on its thread.
+        let cancelled_through = Arc::new(AtomicU64::new(0));
+        let (ptt_commands, ptt_thread) = match opts.ptt {
+            None => (None, None),
+            Some(mode) => {
+                let (tx, rx) = bounded::<ptt::Action>(16);
+                let h = spawn_ptt(mode, stop.clone(), tx, cancelled_through.clone())?;
+                (Some(rx), Some(h))
+            }
+        };
+
+        // Utterances: block when full. Speech must not be lost; a slow STT backs up into
+        // the 20 s ring, whose overflow the capture side counts.
+        let (utt_tx, utt_rx) = bounded::<Timed>(4);
+        let frontend: JoinHandle<Result<(), DictationError>> = {
+            let opts = opts.clone();
+            let done = source_done.clone();
+            std::thread::Builder::new()
+                .name("frontend".into())
+                .spawn(move || {
+                    frontend(
+                        consumer,
+                        reconnect_rx,
+                        rate_hz,
+                        &opts,
+                        ptt_commands,
+                        hooks,
+                        &done,
+                        utt_tx,
+                    )
+                })
+                .expect("spawning a thread only fails when the OS is out of resources")
+        };
+        Ok(Self {
+            utterances: utt_rx,
+            cancelled_through,
+            stop,
+            stats,
+            frontend,
+            source,
+            ptt: ptt_thread,
+        })
+    }
+
+    /// Waits for the front end to finish (the input ended or `stop` was set and the ring is
+    /// drained), then stops and joins the other threads. Returns (dropped, captured) samples.
+    pub fn finish(self) -> Result<(u64, u64), DictationError> {
+        drop(self.utterances);
+        let join = |name: &'static str, h: JoinHandle<Result<(), DictationError>>| {
+            h.join().map_err(|_| DictationError::Panicked(name))?
+        };
+        let frontend = join("frontend", self.frontend);
+        // The source may still be waiting on a device; it sees `stop` or has finished.
+        self.stop.store(true, Ordering::Relaxed);
+        join("source", self.source)?;
+        if let Some(h) = self.ptt {
+            join("ptt", h)?;
+        }
+        frontend?;
+        Ok((
+            self.stats.overruns.load(Ordering::Relaxed),
+            self.stats.samples.load(Ordering::Relaxed),
+        ))
+    }
 }
 
 /// Runs dictation until the input ends or `stop` is set, calling `on_transcript` on the
@@ -98,114 +241,31 @@ pub fn run(
     stop: Arc<AtomicBool>,
     mut on_transcript: impl FnMut(&Transcript),
 ) -> Result<DictationStats, DictationError> {
-    let rate_hz = match &opts.input {
-        Some(path) => crate::audio::read_wav(path)?.sample_rate_hz,
-        None => capture::device_rate(opts.device.as_deref())?,
-    };
-    let (producer, consumer) = capture::ring(rate_hz, capture::RING_SECONDS);
-    let stats = Arc::new(CaptureStats::default());
-    let source_done = Arc::new(AtomicBool::new(false));
-    // New ring halves after a device reconnect.
-    let (reconnect_tx, reconnect_rx) = bounded::<RingConsumer<f32>>(1);
-
-    let source: JoinHandle<Result<(), DictationError>> = {
-        let stats = stats.clone();
-        let stop = stop.clone();
-        let done = source_done.clone();
-        let opts = opts.clone();
-        let name = if opts.input.is_some() {
-            "file-feed"
-        } else {
-            "capture"
-        };
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                let r = match &opts.input {
-                    Some(path) => {
-                        let block = CaptureBlock::new(producer, 1, stats);
-                        capture::feed_file(path, block, opts.fast, &stop).map_err(Into::into)
-                    }
-                    None => capture::run_capture_thread(
-                        opts.device.clone(),
-                        rate_hz,
-                        producer,
-                        stats,
-                        stop,
-                        reconnect_tx,
-                    )
-                    .map_err(Into::into),
-                };
-                done.store(true, Ordering::Release);
-                r
-            })
-            .expect("spawning a thread only fails when the OS is out of resources")
-    };
-
-    // Push-to-talk: the control socket and SIGUSR1 feed the state machine on its thread.
-    let cancelled_through = Arc::new(AtomicU64::new(0));
-    let (ptt_commands, ptt_thread) = match opts.ptt {
-        None => (None, None),
-        Some(mode) => {
-            let (tx, rx) = bounded::<ptt::Action>(16);
-            let h = spawn_ptt(mode, stop.clone(), tx, cancelled_through.clone())?;
-            (Some(rx), Some(h))
-        }
-    };
-
-    // Utterances: block when full. Dictation must not lose speech; a slow STT backs up into
-    // the 20 s ring, whose overflow the capture side counts.
-    let (utt_tx, utt_rx) = bounded::<Timed>(4);
-    let frontend: JoinHandle<Result<(), DictationError>> = {
-        let opts = opts.clone();
-        let done = source_done.clone();
-        std::thread::Builder::new()
-            .name("frontend".into())
-            .spawn(move || {
-                frontend(
-                    consumer,
-                    reconnect_rx,
-                    rate_hz,
-                    &opts,
-                    ptt_commands,
-                    &done,
-                    utt_tx,
-                )
-            })
-            .expect("spawning a thread only fails when the OS is out of resources")
-    };
+    let listener = Listener::start(&opts, stop, FrontendHooks::default())?;
 
     // Transcripts: block when full; the caller prints them as they come.
     let (text_tx, text_rx) = bounded::<Transcript>(16);
     let stt_thread: JoinHandle<Result<usize, DictationError>> = {
         let stt_opts = opts.stt.clone();
-        let cancelled = cancelled_through.clone();
+        let cancelled = listener.cancelled_through.clone();
+        let utterances = listener.utterances.clone();
         std::thread::Builder::new()
             .name("stt".into())
-            .spawn(move || stt_loop(stt, &stt_opts, utt_rx, &cancelled, text_tx))
+            .spawn(move || stt_loop(stt, &stt_opts, utterances, &cancelled, text_tx))
             .expect("spawning a thread only fails when the OS is out of resources")
     };
 
     for t in text_rx.iter() {
         on_transcript(&t);
     }
-    let join = |name: &'static str, h: JoinHandle<Result<(), DictationError>>| {
-        h.join().map_err(|_| DictationError::Panicked(name))?
-    };
     let utterances = stt_thread
         .join()
         .map_err(|_| DictationError::Panicked("stt"))??;
-    join("frontend", frontend)?;
-    // The source may still be waiting on a device; it sees `stop` or has finished.
-    stop.store(true, Ordering::Relaxed);
-    join("source", source)?;
-    if let Some(h) = ptt_thread {
-        join("ptt", h)?;
-    }
+    let (dropped_samples, captured_samples) = listener.finish()?;
     Ok(DictationStats {
         utterances,
-        dropped_samples: stats.overruns.load(Ordering::Relaxed),
-        captured_samples: stats.samples.load(Ordering::Relaxed),
+        dropped_samples,
+        captured_samples,
     })
 }
 
@@ -217,6 +277,7 @@ enum Gate {
         detector: Detector,
         segmenter: Segmenter,
         frame: Vec<f32>,
+        speech_started: Option<Sender<Instant>>,
     },
     Ptt {
         commands: Receiver<ptt::Action>,
@@ -235,12 +296,21 @@ impl Gate {
                 detector,
                 segmenter,
                 frame,
+                speech_started,
             } => {
                 for &s in samples {
                     frame.push(s);
                     if frame.len() == vad::FRAME_SAMPLES {
                         let speech = detector.is_speech(frame);
-                        if let Some(u) = segmenter.push(frame, speech)
+                        let was_in_speech = segmenter.in_speech();
+                        let finished = segmenter.push(frame, speech);
+                        if !was_in_speech
+                            && segmenter.in_speech()
+                            && let Some(tx) = speech_started
+                        {
+                            let _ = tx.try_send(Instant::now());
+                        }
+                        if let Some(u) = finished
                             && !emit(u)
                         {
                             return false;
@@ -310,20 +380,29 @@ fn ptt_utterance(buf: &mut Vec<f32>, start: usize) -> Utterance {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn frontend(
     mut consumer: RingConsumer<f32>,
     reconnect: Receiver<RingConsumer<f32>>,
     rate_hz: u32,
     opts: &DictationOptions,
     ptt_commands: Option<Receiver<ptt::Action>>,
+    hooks: FrontendHooks,
     source_done: &AtomicBool,
     out: Sender<Timed>,
 ) -> Result<(), DictationError> {
+    let muted = || {
+        hooks
+            .mute
+            .as_ref()
+            .is_some_and(|m| m.load(Ordering::Relaxed))
+    };
     let mut gate = match ptt_commands {
         None => Gate::Vad {
             detector: Detector::new(opts.detector, opts.aggressiveness),
             segmenter: Segmenter::new(opts.segmenter.clone()),
             frame: Vec::with_capacity(vad::FRAME_SAMPLES),
+            speech_started: hooks.speech_started.clone(),
         },
         Some(commands) => Gate::Ptt {
             commands,
@@ -377,6 +456,9 @@ fn frontend(
         if raw_len == RESAMPLER_CHUNK || flush_partial {
             match resampler.as_mut() {
                 None => {
+                    if muted() {
+                        raw[..raw_len].fill(0.0);
+                    }
                     if !gate.feed(&raw[..raw_len], &mut emit) {
                         return Ok(());
                     }
@@ -397,6 +479,9 @@ fn frontend(
                         .map_err(|e| DictationError::Resample(e.to_string()))?;
                     let drop = skip.min(produced);
                     skip -= drop;
+                    if muted() {
+                        resampled[..produced].fill(0.0);
+                    }
                     if !gate.feed(&resampled[drop..produced], &mut emit) {
                         return Ok(());
                     }
@@ -438,7 +523,7 @@ fn stt_loop(
         if t.id <= cancelled_through.load(Ordering::Acquire) {
             continue;
         }
-        let text = crate::transcript::plain_text(&segments);
+        let text = crate::stt::strip_non_speech(&crate::transcript::plain_text(&segments));
         count += 1;
         if text.trim().is_empty() {
             continue;

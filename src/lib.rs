@@ -5,12 +5,15 @@
 //! LLM → Piper TTS → speaker. One module per stage; `models` verifies and imports the weights,
 //! `audit` decides whether they may load at all; `cli` is the binary's shell.
 
+pub mod agent;
 pub mod audio;
 pub mod audit;
 pub mod capture;
 pub mod chunker;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod desktop;
 pub mod dictation;
 pub mod llm;
 pub mod models;

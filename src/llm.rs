@@ -255,6 +255,10 @@ impl Llm {
 
     /// The prompt for the conversation so far, ending with the assistant's turn opener.
     pub fn render(&self, messages: &[Message]) -> Result<String, LlmError> {
+        self.render_with(self.system_prompt.as_deref(), messages)
+    }
+
+    fn render_with(&self, system: Option<&str>, messages: &[Message]) -> Result<String, LlmError> {
         let mut env = minijinja::Environment::new();
         let bad = |e: minijinja::Error| LlmError::Template {
             path: self.model_path.clone(),
@@ -262,10 +266,10 @@ impl Llm {
         };
         env.add_template("chat", &self.template).map_err(bad)?;
         let mut all = Vec::new();
-        if let Some(sys) = &self.system_prompt {
+        if let Some(sys) = system {
             all.push(Message {
                 role: "system".into(),
-                content: sys.clone(),
+                content: sys.to_string(),
             });
         }
         all.extend_from_slice(messages);
@@ -278,6 +282,56 @@ impl Llm {
                 eos_token => "",
             })
             .map_err(bad)
+    }
+
+    /// Constrained choice for voice commands: which of `options` (at most nine) does the
+    /// spoken `request` ask for, or none? The answer is read from the logits of the digit
+    /// tokens `0`..`n` only, so the model cannot answer anything but a valid choice. Leaves
+    /// the conversation as it was (its KV cache is rebuilt on the next turn).
+    pub fn choose(&mut self, request: &str, options: &[String]) -> Result<Option<usize>, LlmError> {
+        let options = &options[..options.len().min(9)];
+        let mut list = String::new();
+        for (i, o) in options.iter().enumerate() {
+            list.push_str(&format!("{}. {o}\n", i + 1));
+        }
+        let user = format!(
+            "Request: \"{request}\"\nCommands:\n{list}0. none of these\n\
+             Which command does the request ask for? Answer with its number only."
+        );
+        let system = "You map a spoken request to one command from a list. \
+                      If the request asks for something else, answer 0.";
+        let prompt = self.render_with(
+            Some(system),
+            &[Message {
+                role: "user".into(),
+                content: user,
+            }],
+        )?;
+        let ids = self.encode(&prompt)?;
+        if ids.len() + 1 >= self.context_tokens {
+            return Err(LlmError::PromptTooLong {
+                tokens: ids.len(),
+                context: self.context_tokens,
+            });
+        }
+        self.forget_cache();
+        let logits = Tensor::new(ids.as_slice(), &self.device)
+            .and_then(|t| t.unsqueeze(0))
+            .and_then(|t| self.model.forward(&t, 0))
+            .and_then(|l| l.squeeze(0))
+            .and_then(|l| l.to_dtype(candle_core::DType::F32))
+            .and_then(|l| l.to_vec1::<f32>())
+            .map_err(LlmError::Generate)?;
+        // The routing prompt is in the KV cache now; the next turn prefills afresh.
+        self.forget_cache();
+        let best = (0..=options.len())
+            .filter_map(|d| {
+                let id = self.tokenizer.token_to_id(&d.to_string())?;
+                Some((d, *logits.get(id as usize)?))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        tracing::info!(stage = "llm", request, choice = ?best, "command routed");
+        Ok(best.and_then(|(d, _)| d.checked_sub(1)))
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {

@@ -39,6 +39,10 @@ pub struct SttOptions {
     /// 1 = greedy; more = beam search with that many beams (faster-whisper's default is 5).
     pub beam_size: usize,
     pub language: String,
+    /// Shrink the encoder's context to the clip's length (plus a margin) instead of always
+    /// encoding 30 s. Much faster on short utterances; off for files, where accuracy on long
+    /// audio matters more.
+    pub fit_audio_ctx: bool,
 }
 
 impl Default for SttOptions {
@@ -47,6 +51,7 @@ impl Default for SttOptions {
             threads: default_threads(),
             beam_size: 5,
             language: "en".into(),
+            fit_audio_ctx: false,
         }
     }
 }
@@ -64,6 +69,36 @@ pub struct Segment {
     pub start: Duration,
     pub end: Duration,
     pub text: String,
+}
+
+/// Encoder positions for a clip: Whisper's encoder sees 50 per second (1500 for 30 s). Two
+/// seconds of margin and a six-second floor: on twelve espeak questions, tiny.en made as many
+/// errors with this as with the full 30 s context (4 each), at a fifth of the time (about
+/// 200 ms instead of 1.2 s on 2 cores); a 4 s floor and 1 s margin made more.
+pub fn fitted_audio_ctx(samples_16k: usize) -> i32 {
+    const PER_SECOND: usize = 50;
+    const MARGIN: usize = 2 * PER_SECOND;
+    const FLOOR: usize = 6 * PER_SECOND;
+    let needed = (samples_16k * PER_SECOND).div_ceil(16_000) + MARGIN;
+    needed.clamp(FLOOR, 1500) as i32
+}
+
+/// The words of a transcript without Whisper's non-speech markers ("[BLANK_AUDIO]",
+/// "(music)", "*laughs*"), which are not something the user said.
+pub fn strip_non_speech(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut closing: Option<char> = None;
+    for c in text.chars() {
+        match (closing, c) {
+            (None, '[') => closing = Some(']'),
+            (None, '(') => closing = Some(')'),
+            (None, '*') => closing = Some('*'),
+            (None, c) => out.push(c),
+            (Some(end), c) if c == end => closing = None,
+            (Some(_), _) => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub struct Stt {
@@ -142,6 +177,9 @@ impl Stt {
         } else {
             samples_16k
         };
+        if opts.fit_audio_ctx {
+            params.set_audio_ctx(fitted_audio_ctx(input.len()));
+        }
         state.full(params, input).map_err(SttError::Decode)?;
         let mut segments = Vec::new();
         for seg in state.as_iter() {
@@ -160,5 +198,24 @@ impl Stt {
             });
         }
         Ok(segments)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_speech_markers_are_not_words() {
+        assert_eq!(strip_non_speech(" [BLANK_AUDIO]"), "");
+        assert_eq!(strip_non_speech("(music) Hello there. *laughs*"), "Hello there.");
+        assert_eq!(strip_non_speech("What is 2 + 2?"), "What is 2 + 2?");
+    }
+
+    #[test]
+    fn the_fitted_context_covers_the_clip_within_whispers_limits() {
+        assert_eq!(fitted_audio_ctx(16_000), 300);
+        assert_eq!(fitted_audio_ctx(16_000 * 10), 600);
+        assert_eq!(fitted_audio_ctx(16_000 * 40), 1500);
     }
 }
