@@ -40,6 +40,9 @@ use crate::commands::{self, ActionLog, Commands, Invocation, Match, Outcome};
 use crate::dictation::{DictationOptions, FrontendHooks, Listener, Timed};
 use crate::playback::{Output, PlaybackError};
 
+/// Longest the LLM pauses for its first clause to be synthesized.
+const FIRST_CLAUSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Errors a stage reports; the real stages' own error types, boxed.
 pub type StageError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -93,8 +96,7 @@ pub trait Voice: Send {
 }
 
 /// Opens the output on the playback thread (rodio's device is not `Send` everywhere).
-pub type OutputFactory =
-    Box<dyn FnOnce(Instant) -> Result<Box<dyn Output>, PlaybackError> + Send>;
+pub type OutputFactory = Box<dyn FnOnce(Instant) -> Result<Box<dyn Output>, PlaybackError> + Send>;
 
 pub struct Stages {
     pub transcriber: Box<dyn Transcriber>,
@@ -232,7 +234,7 @@ pub enum Cmd {
         invocation: Invocation,
         transcript: String,
     },
-    Report(TurnRecord),
+    Report(Box<TurnRecord>),
     Quit,
 }
 
@@ -293,6 +295,9 @@ pub struct TurnRecord {
     pub action: Option<Outcome>,
     pub latency: Latency,
     pub stages: StageTimes,
+    /// Barge-in: seconds from the start of the session to the speech that interrupted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted_at_s: Option<f64>,
     /// Barge-in: from speech detected to playback stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub barge_in_stop_ms: Option<u64>,
@@ -375,7 +380,7 @@ impl Coordinator {
         if record.counts() {
             self.finished += 1;
         }
-        out.push(Cmd::Report(record));
+        out.push(Cmd::Report(Box::new(record)));
     }
 
     /// Cancels the live turn (barge-in or a newer utterance).
@@ -383,6 +388,11 @@ impl Coordinator {
         let Some(t) = self.turn.take() else { return };
         let mut record = t.record;
         record.outcome = outcome;
+        record.interrupted_at_s = Some(
+            detected
+                .saturating_duration_since(self.started)
+                .as_secs_f64(),
+        );
         // Nothing of this turn may be queued once playback has stopped: the live turn
         // changes first.
         out.push(Cmd::SetLive(0));
@@ -433,6 +443,7 @@ impl Coordinator {
                             ..Latency::default()
                         },
                         stages: StageTimes::default(),
+                        interrupted_at_s: None,
                         barge_in_stop_ms: None,
                     },
                 });
@@ -558,11 +569,7 @@ impl Coordinator {
         let idle = self.turn.is_none() && self.interrupted.is_none();
         let done = self.quitting
             || (idle && self.input_ended)
-            || (idle
-                && self
-                    .settings
-                    .max_turns
-                    .is_some_and(|n| self.finished >= n));
+            || (idle && self.settings.max_turns.is_some_and(|n| self.finished >= n));
         if done {
             self.quitting = true;
             out.push(Cmd::Quit);
@@ -676,33 +683,16 @@ pub fn strip_wake_phrase(transcript: &str, wake: &str) -> Option<String> {
     }
     let lead = commands::normalise(&heard[..wake.len()].join(" "));
     let close = lead.len() == wake.len()
-        && lead.iter().zip(&wake).all(|(h, w)| {
-            h == w || (w.chars().count() >= 4 && strsim_le1(h, w)) || (h.len() >= 3 && h == w)
-        });
+        && lead
+            .iter()
+            .zip(&wake)
+            .all(|(h, w)| h == w || (w.chars().count() >= 4 && commands::char_distance(h, w) <= 1));
     close.then(|| {
         heard[wake.len()..]
             .join(" ")
             .trim_start_matches([',', '.', '!', '?', ' '])
             .to_string()
     })
-}
-
-fn strsim_le1(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 1 {
-        return false;
-    }
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()] <= 1
 }
 
 enum LlmJob {
@@ -802,6 +792,8 @@ pub fn run(
     // Stop: never behind audio, its own channel.
     let (stop_tx, stop_rx) = bounded::<Instant>(8);
     let (act_tx, act_rx) = bounded::<ActJob>(8);
+    // The TTS tells the LLM when a turn's first clause is synthesized (see the LLM thread).
+    let (first_synth_tx, first_synth_rx) = bounded::<u64>(4);
 
     let Stages {
         mut transcriber,
@@ -837,7 +829,13 @@ pub fn run(
                         return Err(stage_err("speech recognition")(e));
                     }
                 };
-                tracing::info!(stage = "stt", turn = id, ms = t0.elapsed().as_millis() as u64, text, "transcribed");
+                tracing::info!(
+                    stage = "stt",
+                    turn = id,
+                    ms = t0.elapsed().as_millis() as u64,
+                    text,
+                    "transcribed"
+                );
                 let sent = ev.send(Event::Transcript {
                     turn: id,
                     text,
@@ -925,7 +923,20 @@ pub fn run(
                                 // The reply is what is spoken.
                                 reply.push_str(&clause);
                                 reply.push(' ');
+                                let was_first = first;
                                 send_clause(clause, &mut first);
+                                // The first clause's synthesis is what the user waits for; on
+                                // a small machine, decoding on beside it slows it down. The
+                                // rest of the reply has the first clause's playing time to
+                                // catch up, so decoding pauses until it is synthesized.
+                                if was_first {
+                                    let deadline = Instant::now() + FIRST_CLAUSE_WAIT;
+                                    while let Ok(t) = first_synth_rx.recv_deadline(deadline) {
+                                        if t == turn {
+                                            break;
+                                        }
+                                    }
+                                }
                             }
                         });
                         let stats = match result {
@@ -936,7 +947,9 @@ pub fn run(
                             }
                         };
                         if live.load(Ordering::SeqCst) == turn {
-                            if let Some(rest) = chunker.finish().filter(|_| sentences < max_sentences) {
+                            if let Some(rest) =
+                                chunker.finish().filter(|_| sentences < max_sentences)
+                            {
                                 reply.push_str(&rest);
                                 send_clause(rest, &mut first);
                             }
@@ -978,8 +991,15 @@ pub fn run(
                             }
                         };
                         let synth_ms = t0.elapsed().as_millis() as u64;
-                        tracing::debug!(stage = "tts", turn, ms = synth_ms, text, "clause synthesized");
+                        tracing::debug!(
+                            stage = "tts",
+                            turn,
+                            ms = synth_ms,
+                            text,
+                            "clause synthesized"
+                        );
                         if first {
+                            let _ = first_synth_tx.try_send(turn);
                             let _ = ev.send(Event::FirstClause {
                                 turn,
                                 at: t0,
@@ -1082,7 +1102,13 @@ pub fn run(
                         message: format!("no command {:?}", job.invocation.command),
                     },
                 };
-                tracing::info!(stage = "actions", turn = job.turn, command = job.invocation.command, ?outcome, "action");
+                tracing::info!(
+                    stage = "actions",
+                    turn = job.turn,
+                    command = job.invocation.command,
+                    ?outcome,
+                    "action"
+                );
                 if let Some(log) = &log {
                     let entry = commands::LogEntry {
                         time: commands::now_rfc3339(),
@@ -1187,7 +1213,7 @@ pub fn run(
                 Cmd::Report(record) => {
                     tracing::info!(stage = "agent", turn = record.turn, outcome = ?record.outcome, latency = ?record.latency, "turn finished");
                     on_turn(&record);
-                    summary.turns.push(record);
+                    summary.turns.push(*record);
                 }
                 Cmd::Quit => quit = true,
             }
@@ -1302,7 +1328,7 @@ confirm = true
     fn reports(cmds: &[Cmd]) -> Vec<&TurnRecord> {
         cmds.iter()
             .filter_map(|c| match c {
-                Cmd::Report(r) => Some(r),
+                Cmd::Report(r) => Some(r.as_ref()),
                 _ => None,
             })
             .collect()
@@ -1495,7 +1521,9 @@ confirm = true
         let t0 = Instant::now();
         let mut c = Coordinator::new(settings(), t0);
         let cmds = heard(&mut c, 1, "Turn on the lamp.", t0);
-        assert!(matches!(&cmds[0], Cmd::Act { turn: 1, invocation, .. } if invocation.command == "lamp-on"));
+        assert!(
+            matches!(&cmds[0], Cmd::Act { turn: 1, invocation, .. } if invocation.command == "lamp-on")
+        );
         let cmds = c.handle(
             Event::ActionDone {
                 turn: 1,
@@ -1573,6 +1601,9 @@ confirm = true
         let mut c = Coordinator::new(Settings::default(), t0);
         heard(&mut c, 1, "Hi.", t0);
         assert!(!c.handle(Event::InputEnded, t0).contains(&Cmd::Quit));
-        assert!(c.handle(Event::Drained { turn: 1 }, t0).contains(&Cmd::Quit));
+        assert!(
+            c.handle(Event::Drained { turn: 1 }, t0)
+                .contains(&Cmd::Quit)
+        );
     }
 }

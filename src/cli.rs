@@ -981,7 +981,11 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
     if (args.clipboard || args.type_text) && crate::desktop::session().is_none() {
         bail!(
             "{} needs a desktop session (macOS, or Wayland/X11 with WAYLAND_DISPLAY or DISPLAY set)",
-            if args.clipboard { "--clipboard" } else { "--type" }
+            if args.clipboard {
+                "--clipboard"
+            } else {
+                "--type"
+            }
         );
     }
     // Flags override the config file, which overrides the defaults.
@@ -1138,15 +1142,26 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         Some(config.system_prompt.clone()),
     )?;
     llm.warm_up()?;
-    let mut tts = crate::tts::Tts::load(&pass, &onnx, &crate::tts::default_runtime_path(&models.root))?;
+    let mut tts = crate::tts::Tts::load(
+        &pass,
+        &onnx,
+        &crate::tts::default_runtime_path(&models.root),
+    )?;
     let warm = tts.synthesize("Ready.", 1.0)?;
     let tts_rate_hz = warm.sample_rate_hz;
-    tracing::info!(stage = "agent", ms = t0.elapsed().as_millis() as u64, "models loaded and warm");
+    tracing::info!(
+        stage = "agent",
+        ms = t0.elapsed().as_millis() as u64,
+        "models loaded and warm"
+    );
 
     let output: agent::OutputFactory = match args.output.clone() {
         Some(path) => Box::new(move |started| {
-            Ok(Box::new(crate::playback::Recorder::with_start(&path, tts_rate_hz, started))
-                as Box<dyn crate::playback::Output>)
+            Ok(Box::new(crate::playback::Recorder::with_start(
+                &path,
+                tts_rate_hz,
+                started,
+            )) as Box<dyn crate::playback::Output>)
         }),
         None => Box::new(|_| {
             Ok(Box::new(crate::playback::Speaker::open_default()?)
@@ -1170,7 +1185,10 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
                 ..crate::llm::GenParams::default()
             },
         }),
-        voice: Box::new(agent::PiperStage { tts, speed: a.speed }),
+        voice: Box::new(agent::PiperStage {
+            tts,
+            speed: a.speed,
+        }),
         output,
     };
     let frames = |ms: u32| (ms as usize).div_ceil(crate::vad::FRAME_MS as usize);
@@ -1197,7 +1215,11 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         hangover: std::time::Duration::from_millis(hangover_ms.into()),
         max_turns: args.turns,
         commands,
-        action_log: Some(args.action_log.clone().unwrap_or_else(|| a.action_log.clone())),
+        action_log: Some(
+            args.action_log
+                .clone()
+                .unwrap_or_else(|| a.action_log.clone()),
+        ),
         ..Settings::default()
     };
 
@@ -1218,7 +1240,11 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
     let summary = agent::run(listen, stages, settings, stop, |turn| {
         let mut stdout = std::io::stdout().lock();
         if args.jsonl {
-            let _ = writeln!(stdout, "{}", serde_json::to_string(turn).unwrap_or_default());
+            let _ = writeln!(
+                stdout,
+                "{}",
+                serde_json::to_string(turn).unwrap_or_default()
+            );
         } else if turn.outcome != agent::TurnOutcome::Ignored || !turn.transcript.is_empty() {
             let _ = writeln!(stdout, "you:   {}", turn.transcript);
             if !turn.reply.is_empty() {
@@ -1264,14 +1290,24 @@ fn describe_turn(t: &crate::agent::TurnRecord) -> String {
     .collect();
     let what = match t.outcome {
         TurnOutcome::Command => match (&t.command, &t.action) {
-            (Some(c), Some(a)) => format!("[command {} → {}]", c.command, serde_json::to_string(a).unwrap_or_default()),
+            (Some(c), Some(a)) => format!(
+                "[command {} → {}]",
+                c.command,
+                serde_json::to_string(a).unwrap_or_default()
+            ),
             _ => "[command]".into(),
         },
         TurnOutcome::Interrupted => format!(
             "[interrupted; playback stopped {} ms after speech was detected]",
             t.barge_in_stop_ms.unwrap_or_default()
         ),
-        other => format!("[{}]", serde_json::to_value(other).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+        other => format!(
+            "[{}]",
+            serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ),
     };
     format!("{what} after the end of speech: {}", steps.join(", "))
 }

@@ -180,7 +180,13 @@ pub fn press_keys(spec: &str) -> Result<(), DesktopError> {
                     format!(" using {{{}}}", modifiers.join(", "))
                 }
             );
-            run(WHAT, "osascript", "part of macOS", &["-e", &script, key], None)
+            run(
+                WHAT,
+                "osascript",
+                "part of macOS",
+                &["-e", &script, key],
+                None,
+            )
         }
         Session::Wayland => {
             // wtype: -M mod (press) … -k key … -m mod (release).

@@ -117,6 +117,9 @@ pub struct Llm {
     device: Device,
     template: String,
     stop_ids: Vec<u32>,
+    /// The token that ends a turn (ChatML's `<|im_end|>`): fed after a reply cut short, so
+    /// the KV cache holds the turn as the template will render it.
+    eos_id: Option<u32>,
     context_tokens: usize,
     system_prompt: Option<String>,
     history: Vec<Message>,
@@ -173,12 +176,11 @@ impl Llm {
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(id) = header
+        let eos_id = header
             .get("tokenizer.ggml.eos_token_id")
             .and_then(|v| v.as_u64())
-        {
-            stop_ids.push(id as u32);
-        }
+            .map(|id| id as u32);
+        stop_ids.extend(eos_id);
         stop_ids.sort_unstable();
         stop_ids.dedup();
         let device = Device::Cpu;
@@ -203,6 +205,7 @@ impl Llm {
             device,
             template,
             stop_ids,
+            eos_id,
             context_tokens,
             system_prompt,
             history: Vec::new(),
@@ -456,9 +459,18 @@ impl Llm {
             text.push_str(&rest);
             on_text(&rest);
         }
+        // A reply cut short (cancelled, or at the token limit) is closed with the end-of-turn
+        // token, so the next turn still extends what is cached and prefills only its own
+        // message. Without one, the next turn prefills the whole conversation.
+        if stop_token.is_none()
+            && let Some(eos) = self.eos_id
+            && self.cached.len() < self.context_tokens
+        {
+            self.feed(eos, &mut logits)?;
+            stop_token = self.tokenizer.id_to_token(eos);
+        }
         match stop_token {
             Some(end) => self.cached_text = format!("{rendered}{text}{end}"),
-            // A reply cut short does not end the way the template will render it.
             None => self.forget_cache(),
         }
         self.history.push(Message {

@@ -208,7 +208,10 @@ mod tests {
     #[test]
     fn non_speech_markers_are_not_words() {
         assert_eq!(strip_non_speech(" [BLANK_AUDIO]"), "");
-        assert_eq!(strip_non_speech("(music) Hello there. *laughs*"), "Hello there.");
+        assert_eq!(
+            strip_non_speech("(music) Hello there. *laughs*"),
+            "Hello there."
+        );
         assert_eq!(strip_non_speech("What is 2 + 2?"), "What is 2 + 2?");
     }
 

@@ -11,24 +11,6 @@ const SENTENCES: [&str; 3] = [
     "Remind me to call my sister.",
 ];
 
-fn silence(dir: &std::path::Path, secs: &str) -> std::path::PathBuf {
-    let p = dir.join(format!("silence{secs}.wav"));
-    require_tool("sox");
-    let st = Command::new("sox")
-        .args(["-n", "-r", "22050", "-c", "1", "-b", "16"])
-        .arg(&p)
-        .args(["trim", "0", secs])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    p
-}
-
-fn concat(parts: &[std::path::PathBuf], out: &std::path::Path) {
-    let st = Command::new("sox").args(parts).arg(out).status().unwrap();
-    assert!(st.success());
-}
-
 fn sigint(pid: u32) {
     let _ = Command::new("kill")
         .args(["-INT", &pid.to_string()])

@@ -6,6 +6,7 @@
 
 mod util;
 
+mod agent;
 mod audit;
 mod dictation;
 mod fetch;

@@ -129,6 +129,26 @@ pub fn sox(input: &Path, args: &[&str], out: &Path) {
     assert!(st.success(), "sox failed");
 }
 
+/// `secs` seconds of silence at 22.05 kHz (sox).
+pub fn silence(dir: &std::path::Path, secs: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("silence{secs}.wav"));
+    require_tool("sox");
+    let st = Command::new("sox")
+        .args(["-n", "-r", "22050", "-c", "1", "-b", "16"])
+        .arg(&p)
+        .args(["trim", "0", secs])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    p
+}
+
+/// Joins WAVs of one format end to end (sox).
+pub fn concat(parts: &[std::path::PathBuf], out: &std::path::Path) {
+    let st = Command::new("sox").args(parts).arg(out).status().unwrap();
+    assert!(st.success());
+}
+
 /// Lower-case words without punctuation; small numbers spelled out, as ASR evaluation
 /// normalisers do ("7" and "seven" are the same word to a listener).
 pub fn words(text: &str) -> Vec<String> {
