@@ -472,7 +472,8 @@ impl Coordinator {
                 let transcript = self.turn.as_ref().map(|t| t.request.clone());
                 let transcript = transcript.unwrap_or_default();
                 match choice {
-                    Some(inv) => self.command(turn, inv, transcript, &mut out),
+                    // A near miss the LLM picked is never run unasked.
+                    Some(inv) => self.command(turn, inv, transcript, true, &mut out),
                     None => {
                         self.set_outcome(TurnOutcome::Answered);
                         out.push(Cmd::Respond {
@@ -616,7 +617,7 @@ impl Coordinator {
             return;
         }
         match self.settings.commands.match_transcript(&text) {
-            Match::Command(inv) => self.command(turn, inv, text, out),
+            Match::Command(inv) => self.command(turn, inv, text, false, out),
             Match::Near(options) => out.push(Cmd::Route {
                 turn,
                 text,
@@ -642,12 +643,20 @@ impl Coordinator {
         });
     }
 
-    fn command(&mut self, turn: u64, inv: Invocation, transcript: String, out: &mut Vec<Cmd>) {
-        let confirm = self
-            .settings
-            .commands
-            .get(&inv.command)
-            .is_some_and(|c| c.confirm);
+    fn command(
+        &mut self,
+        turn: u64,
+        inv: Invocation,
+        transcript: String,
+        always_confirm: bool,
+        out: &mut Vec<Cmd>,
+    ) {
+        let confirm = always_confirm
+            || self
+                .settings
+                .commands
+                .get(&inv.command)
+                .is_some_and(|c| c.confirm);
         if confirm {
             let question = format!(
                 "Should I {}? Say yes or no.",
@@ -1553,6 +1562,43 @@ confirm = true
         c.handle(Event::Drained { turn: 4 }, t0);
         let cmds = heard(&mut c, 5, "Yes, do it.", t0);
         assert!(matches!(&cmds[0], Cmd::Act { invocation, .. } if invocation.command == "delete"));
+    }
+
+    #[test]
+    fn a_near_miss_goes_to_the_llm_and_its_pick_is_confirmed_before_running() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(settings(), t0);
+        let cmds = heard(&mut c, 1, "Turn off the lamp.", t0);
+        let Some(Cmd::Route { options, .. }) = cmds.first() else {
+            panic!("{cmds:?}")
+        };
+        assert_eq!(options[0].command, "lamp-on");
+        let cmds = c.handle(
+            Event::Routed {
+                turn: 1,
+                choice: Some(options[0].clone()),
+            },
+            t0,
+        );
+        assert!(
+            matches!(&cmds[0], Cmd::Say { text, .. } if text.starts_with("Should I turn on the lamp?")),
+            "{cmds:?}"
+        );
+        c.handle(Event::Drained { turn: 1 }, t0);
+        let cmds = heard(&mut c, 2, "No.", t0);
+        assert!(matches!(&cmds[0], Cmd::Say { text, .. } if text == "Okay, I won't."));
+        c.handle(Event::Drained { turn: 2 }, t0);
+        // The LLM picking none makes it a question for the LLM.
+        let cmds = heard(&mut c, 3, "Turn off the lamp.", t0);
+        assert!(matches!(&cmds[0], Cmd::Route { .. }));
+        let cmds = c.handle(
+            Event::Routed {
+                turn: 3,
+                choice: None,
+            },
+            t0,
+        );
+        assert!(matches!(&cmds[0], Cmd::Respond { .. }), "{cmds:?}");
     }
 
     #[test]

@@ -287,54 +287,60 @@ impl Llm {
             .map_err(bad)
     }
 
-    /// Constrained choice for voice commands: which of `options` (at most nine) does the
-    /// spoken `request` ask for, or none? The answer is read from the logits of the digit
-    /// tokens `0`..`n` only, so the model cannot answer anything but a valid choice. Leaves
-    /// the conversation as it was (its KV cache is rebuilt on the next turn).
+    /// Constrained choice for voice commands: which of `options` does the spoken `request`
+    /// ask for, or none? Each option is put to the model as a yes/no question, and only the
+    /// logits of the "Yes" and "No" tokens are read, so the answer is always one of the options
+    /// or none. The option with the largest margin of "Yes" over "No" wins if that margin is
+    /// positive. Leaves the conversation as it was (its KV cache is rebuilt on the next turn).
     pub fn choose(&mut self, request: &str, options: &[String]) -> Result<Option<usize>, LlmError> {
-        let options = &options[..options.len().min(9)];
-        let mut list = String::new();
-        for (i, o) in options.iter().enumerate() {
-            list.push_str(&format!("{}. {o}\n", i + 1));
+        let (Some(yes), Some(no)) = (
+            self.tokenizer.token_to_id("Yes"),
+            self.tokenizer.token_to_id("No"),
+        ) else {
+            return Ok(None);
+        };
+        let system = "You decide whether a spoken request asks for a given action. \
+                      Answer Yes or No.";
+        let mut margins = Vec::new();
+        for option in options {
+            let user = format!(
+                "Request: \"{request}\"\nAction: {option}\nDoes the request ask for this action?"
+            );
+            let prompt = self.render_with(
+                Some(system),
+                &[Message {
+                    role: "user".into(),
+                    content: user,
+                }],
+            )?;
+            let ids = self.encode(&prompt)?;
+            if ids.len() + 1 >= self.context_tokens {
+                return Err(LlmError::PromptTooLong {
+                    tokens: ids.len(),
+                    context: self.context_tokens,
+                });
+            }
+            self.forget_cache();
+            let logits = Tensor::new(ids.as_slice(), &self.device)
+                .and_then(|t| t.unsqueeze(0))
+                .and_then(|t| self.model.forward(&t, 0))
+                .and_then(|l| l.squeeze(0))
+                .and_then(|l| l.to_dtype(candle_core::DType::F32))
+                .and_then(|l| l.to_vec1::<f32>())
+                .map_err(LlmError::Generate)?;
+            let logit = |id: u32| logits.get(id as usize).copied().unwrap_or(f32::MIN);
+            margins.push(logit(yes) - logit(no));
         }
-        let user = format!(
-            "Request: \"{request}\"\nCommands:\n{list}0. none of these\n\
-             Which command does the request ask for? Answer with its number only."
-        );
-        let system = "You map a spoken request to one command from a list. \
-                      If the request asks for something else, answer 0.";
-        let prompt = self.render_with(
-            Some(system),
-            &[Message {
-                role: "user".into(),
-                content: user,
-            }],
-        )?;
-        let ids = self.encode(&prompt)?;
-        if ids.len() + 1 >= self.context_tokens {
-            return Err(LlmError::PromptTooLong {
-                tokens: ids.len(),
-                context: self.context_tokens,
-            });
-        }
+        // The routing prompts are in the KV cache now; the next turn prefills afresh.
         self.forget_cache();
-        let logits = Tensor::new(ids.as_slice(), &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .and_then(|t| self.model.forward(&t, 0))
-            .and_then(|l| l.squeeze(0))
-            .and_then(|l| l.to_dtype(candle_core::DType::F32))
-            .and_then(|l| l.to_vec1::<f32>())
-            .map_err(LlmError::Generate)?;
-        // The routing prompt is in the KV cache now; the next turn prefills afresh.
-        self.forget_cache();
-        let best = (0..=options.len())
-            .filter_map(|d| {
-                let id = self.tokenizer.token_to_id(&d.to_string())?;
-                Some((d, *logits.get(id as usize)?))
-            })
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        tracing::info!(stage = "llm", request, choice = ?best, "command routed");
-        Ok(best.and_then(|(d, _)| d.checked_sub(1)))
+        let best = margins
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .filter(|(_, m)| **m > 0.0)
+            .map(|(i, _)| i);
+        tracing::info!(stage = "llm", request, ?margins, choice = ?best, "command routed");
+        Ok(best)
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {

@@ -148,3 +148,35 @@ fn chat_command_streams_a_reply() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
 }
+
+#[test]
+fn command_routing_only_ever_answers_one_of_the_options_or_none() {
+    let mut llm = load();
+    let options: Vec<String> = ["turn on the lamp", "turn off the lamp", "open the window"]
+        .map(String::from)
+        .to_vec();
+    let mut picks = Vec::new();
+    for request in [
+        "could you maybe switch the lamp on",
+        "make it dark, lamp off",
+        "let some fresh air in through the window",
+        "what is the capital of France",
+    ] {
+        let pick = llm.choose(request, &options).unwrap();
+        assert!(pick.is_none_or(|i| i < options.len()), "{pick:?}");
+        picks.push(pick);
+    }
+    eprintln!("routing picks: {picks:?}");
+    assert_eq!(picks[3], None, "an unrelated request picks no command");
+    // The conversation is untouched and the next turn still works.
+    let cancel = AtomicBool::new(false);
+    let reply = llm
+        .respond(
+            "What is the capital of France?",
+            &greedy(24),
+            &cancel,
+            |_| {},
+        )
+        .unwrap();
+    assert!(reply.text.contains("Paris"), "{}", reply.text);
+}
