@@ -111,6 +111,10 @@ pub struct DictateArgs {
     /// `sotto ctl stop` (hold) or on each `sotto ctl toggle` / SIGUSR1 (toggle).
     #[arg(long, value_enum, value_name = "MODE")]
     pub ptt: Option<crate::ptt::Mode>,
+    /// Push-to-talk on a global hotkey, e.g. F9 or ctrl+alt+space (X11 or macOS session);
+    /// implies --ptt hold unless --ptt says otherwise [dictate.ptt_key].
+    #[arg(long, value_name = "KEY")]
+    pub ptt_key: Option<String>,
     /// Beam width for Whisper; 1 decodes greedily (lower latency).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub beam_size: usize,
@@ -1032,7 +1036,13 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
             beam_size: args.beam_size,
             ..SttOptions::default()
         },
-        ptt: args.ptt,
+        ptt: args
+            .ptt
+            .or(args.ptt_key.as_ref().map(|_| crate::ptt::Mode::Hold)),
+        ptt_key: args
+            .ptt_key
+            .clone()
+            .or_else(|| args.ptt.and(d.ptt_key.clone())),
     };
     let mut append = match &args.output {
         Some(path) => Some(
@@ -1205,6 +1215,7 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         },
         stt: SttOptions::default(),
         ptt: None,
+        ptt_key: None,
     };
     let settings = Settings {
         barge_in: args.barge_in || a.barge_in,

@@ -834,17 +834,16 @@ slots.app = { values = ["firefox", "the terminal"] }
             "take a note `id` | sh",
             "take a note --output=/etc/passwd",
         ] {
-            if let Match::Command(inv) = commands().match_transcript(t) {
-                {
-                    let v = &inv.slots["text"];
-                    assert!(
-                        validate_text(v).is_some() && !v.starts_with('-'),
-                        "{t} gave {v:?}"
-                    );
-                    // Punctuation is dropped by normalisation; what remains is plain words.
-                    assert!(!v.contains(['$', ';', '`', '|', '(', ')', '~']), "{v}");
-                }
-            }
+            let Match::Command(inv) = commands().match_transcript(t) else {
+                panic!("{t} is a note");
+            };
+            let v = &inv.slots["text"];
+            assert!(
+                validate_text(v).is_some() && !v.starts_with('-'),
+                "{t} gave {v:?}"
+            );
+            // Punctuation is dropped by normalisation; what remains is plain words.
+            assert!(!v.contains(['$', ';', '`', '|', '(', ')', '~']), "{v}");
         }
         assert!(validate_text("hello; rm").is_none());
         assert!(validate_text("-rf").is_none());

@@ -79,6 +79,7 @@ pub struct RawDictate {
     pub vad_aggressiveness: Option<u8>,
     pub hangover_ms: Option<u32>,
     pub max_utterance_s: Option<u32>,
+    pub ptt_key: Option<String>,
 }
 
 /// Validated dictation defaults.
@@ -89,6 +90,8 @@ pub struct DictateDefaults {
     pub vad_aggressiveness: u8,
     pub hangover_ms: u32,
     pub max_utterance_s: u32,
+    /// The push-to-talk hotkey used with `--ptt`.
+    pub ptt_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +237,7 @@ impl Config {
                 },
                 hangover_ms: raw.dictate.hangover_ms.unwrap_or(600),
                 max_utterance_s: raw.dictate.max_utterance_s.unwrap_or(25),
+                ptt_key: raw.dictate.ptt_key,
             },
         })
     }
@@ -330,6 +334,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("0 to 3"), "{e}");
+    }
+
+    #[test]
+    fn agent_settings_resolve_paths_beside_the_config() {
+        let c = Config::parse(
+            Path::new("/home/u/.config/sotto/config.toml"),
+            "[agent]\nwake_phrase = \"hey sotto\"\ncommands = \"cmds.toml\"\nbarge_in = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.agent.wake_phrase.as_deref(), Some("hey sotto"));
+        assert_eq!(
+            c.agent.commands,
+            Some(PathBuf::from("/home/u/.config/sotto/cmds.toml"))
+        );
+        assert!(c.agent.barge_in);
+        assert_eq!(c.agent.echo_tail_ms, 300);
+        let e = Config::parse(Path::new("c.toml"), "[agent]\nspeed = 9.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.speed"), "{e}");
+        let e = Config::parse(Path::new("c.toml"), "[agent]\nwake = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wake") && e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -60,6 +60,9 @@ fn run(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<(), DesktopError> {
+    // Clipboard tools on X11 and Wayland leave a child behind that serves the selection; it
+    // inherits stderr, so a pipe there would never close.
+    let serves_selection = matches!(tool, "xclip" | "xsel" | "wl-copy");
     let mut cmd = Command::new(tool);
     cmd.args(args)
         .stdin(if stdin.is_some() {
@@ -68,7 +71,11 @@ fn run(
             Stdio::null()
         })
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(if serves_selection {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        });
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DesktopError::MissingTool { what, tool, hint },
         _ => DesktopError::Failed {

@@ -42,8 +42,10 @@ pub struct DictationOptions {
     pub segmenter: SegmenterConfig,
     pub stt: SttOptions,
     /// Push-to-talk: utterances are what is recorded between start and stop (ctl socket,
-    /// SIGUSR1) instead of what the VAD finds.
+    /// SIGUSR1, the hotkey) instead of what the VAD finds.
     pub ptt: Option<ptt::Mode>,
+    /// With `ptt`: a global hotkey (see [`crate::hotkey`]), e.g. `F9` or `ctrl+alt+space`.
+    pub ptt_key: Option<String>,
 }
 
 /// One recognised utterance.
@@ -79,6 +81,8 @@ pub enum DictationError {
     Resample(String),
     #[error("push-to-talk control {0}")]
     Control(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Hotkey(#[from] crate::hotkey::HotkeyError),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
 }
@@ -172,8 +176,12 @@ impl Listener {
         let (ptt_commands, ptt_thread) = match opts.ptt {
             None => (None, None),
             Some(mode) => {
+                let hotkey = match &opts.ptt_key {
+                    Some(spec) => Some(crate::hotkey::Hotkey::open(spec)?),
+                    None => None,
+                };
                 let (tx, rx) = bounded::<ptt::Action>(16);
-                let h = spawn_ptt(mode, stop.clone(), tx, cancelled_through.clone())?;
+                let h = spawn_ptt(mode, hotkey, stop.clone(), tx, cancelled_through.clone())?;
                 (Some(rx), Some(h))
             }
         };
@@ -270,6 +278,8 @@ pub fn run(
 }
 
 const RESAMPLER_CHUNK: usize = 1024;
+/// How often the push-to-talk thread looks at the hotkey, the socket and SIGUSR1.
+const PTT_POLL: Duration = Duration::from_millis(10);
 
 /// Where 16 kHz audio goes: the VAD and segmenter, or the push-to-talk gate.
 enum Gate {
@@ -553,6 +563,7 @@ fn stt_loop(
 /// polls SIGUSR1, runs the state machine and sends its actions to the front end.
 fn spawn_ptt(
     mode: ptt::Mode,
+    hotkey: Option<crate::hotkey::Hotkey>,
     stop: Arc<AtomicBool>,
     actions: Sender<ptt::Action>,
     cancelled_through: Arc<AtomicU64>,
@@ -566,14 +577,26 @@ fn spawn_ptt(
     let usr1 = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone())
         .map_err(|e| DictationError::Control("SIGUSR1".into(), e))?;
-    tracing::info!(stage = "ptt", socket = %path.display(), ?mode, "push-to-talk ready");
+    tracing::info!(stage = "ptt", socket = %path.display(), ?mode, hotkey = hotkey.is_some(), "push-to-talk ready");
     Ok(std::thread::Builder::new()
         .name("ptt".into())
         .spawn(move || {
             let (events_tx, events_rx) = bounded::<ptt::Event>(64);
             let mut machine = ptt::Machine::default();
             let mut emitted_stops = 0u64;
+            let mut key_down = false;
             while !stop.load(Ordering::Relaxed) {
+                if let Some(h) = &hotkey {
+                    let down = h.is_down();
+                    if down != key_down {
+                        key_down = down;
+                        let _ = events_tx.send(if down {
+                            ptt::Event::Press
+                        } else {
+                            ptt::Event::Release
+                        });
+                    }
+                }
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let tx = events_tx.clone();
@@ -604,7 +627,7 @@ fn spawn_ptt(
                         return Ok(());
                     }
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(PTT_POLL);
             }
             let _ = std::fs::remove_file(&path);
             Ok(())

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod desktop;
 pub mod dictation;
+pub mod hotkey;
 pub mod llm;
 pub mod models;
 pub mod playback;

@@ -375,6 +375,7 @@ fn listen(input: &Path) -> sotto::dictation::DictationOptions {
         segmenter: sotto::vad::SegmenterConfig::default(),
         stt: sotto::stt::SttOptions::default(),
         ptt: None,
+        ptt_key: None,
     }
 }
 

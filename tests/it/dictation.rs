@@ -268,3 +268,147 @@ fn dictation_settings_come_from_the_config_file_and_flags_override_them() {
         .arg(jfk_wav()));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
+
+/// A virtual X server for desktop tests (Xvfb); killed on drop.
+struct Xvfb {
+    child: std::process::Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Self {
+        require_tool("Xvfb");
+        let n = 90 + std::process::id() % 100;
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([display.as_str(), "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb runs");
+        let socket = format!("/tmp/.X11-unix/X{n}");
+        for _ in 0..100 {
+            if std::path::Path::new(&socket).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(std::path::Path::new(&socket).exists(), "Xvfb did not start");
+        Self { child, display }
+    }
+
+    fn xdotool(&self, args: &[&str]) {
+        require_tool("xdotool");
+        let st = Command::new("xdotool")
+            .env("DISPLAY", &self.display)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "xdotool {args:?}");
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_global_hotkey_held_records_exactly_what_is_said_while_it_is_down() {
+    model(sotto::models::WHISPER_GGML);
+    let x = Xvfb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gap = silence(dir.path(), "2");
+    let mut parts = vec![gap.clone()];
+    let mut spans = Vec::new();
+    let mut t = wav_seconds(&gap);
+    for (i, s) in SENTENCES.iter().enumerate() {
+        let p = dir.path().join(format!("u{i}.wav"));
+        espeak(s, &p);
+        let d = wav_seconds(&p);
+        spans.push((t, t + d));
+        t += d + wav_seconds(&gap);
+        parts.push(p);
+        parts.push(gap.clone());
+    }
+    let input = dir.path().join("three.wav");
+    concat(&parts, &input);
+    let child = sotto()
+        .env("DISPLAY", &x.display)
+        .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+        .args(["dictate", "--ptt-key", "ctrl+F9", "--jsonl", "--input"])
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let at = |secs: f64| {
+        if let Some(wait) = Duration::from_secs_f64(secs).checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    };
+    // F9 alone around sentence 1 is not the combination: nothing is recorded.
+    at(spans[0].0 - 0.7);
+    x.xdotool(&["keydown", "F9"]);
+    at(spans[0].1 + 0.3);
+    x.xdotool(&["keyup", "F9"]);
+    // ctrl+F9 held through sentence 2 (hold mode): recorded, transcribed on release.
+    at(spans[1].0 - 0.7);
+    x.xdotool(&["keydown", "ctrl+F9"]);
+    at(spans[1].1 + 0.5);
+    x.xdotool(&["keyup", "ctrl+F9"]);
+    at(t + 0.5);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_texts(&out);
+    assert_eq!(
+        lines.len(),
+        1,
+        "only the sentence said with the keys down: {lines:?}"
+    );
+    assert!(wer(SENTENCES[1], &lines[0]) <= 0.34, "{lines:?}");
+}
+
+#[test]
+fn the_hotkey_without_a_desktop_session_is_a_clear_error() {
+    let out = run(sotto()
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args(["dictate", "--ptt-key", "F9", "--input"])
+        .arg(jfk_wav()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("needs an X11 or macOS desktop session"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn dictation_can_put_each_utterance_on_the_clipboard() {
+    model(sotto::models::WHISPER_GGML);
+    require_tool("xclip");
+    let x = Xvfb::start();
+    let out = run(sotto()
+        .env("DISPLAY", &x.display)
+        .args(["dictate", "--fast", "--clipboard", "--input"])
+        .arg(jfk_wav()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let clip = Command::new("xclip")
+        .env("DISPLAY", &x.display)
+        .args(["-o", "-selection", "clipboard"])
+        .output()
+        .unwrap();
+    let clip = String::from_utf8_lossy(&clip.stdout);
+    let printed = stdout(&out);
+    let last = printed.lines().last().unwrap_or_default();
+    assert!(!last.is_empty(), "{printed}");
+    assert_eq!(
+        clip.trim(),
+        last.trim(),
+        "the clipboard holds the last utterance"
+    );
+}
