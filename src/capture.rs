@@ -307,8 +307,22 @@ pub fn run_capture_thread(
             rate_hz,
             "capturing"
         );
+        // A device can also fail silently: ALSA's PulseAudio plugin deadlocks in its own
+        // threads when the server dies, and no error ever reaches cpal. A live input always
+        // delivers samples (silence included), so a stream that stops delivering is dead.
+        let mut last_samples = stats.samples.load(Ordering::Relaxed);
+        let mut last_progress = Instant::now();
+        let mut stalled = false;
         while !stop.load(Ordering::Relaxed) && !stats.stream_error.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
+            let samples = stats.samples.load(Ordering::Relaxed);
+            if samples != last_samples {
+                last_samples = samples;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= STALL {
+                stalled = true;
+                break;
+            }
             if last_report.elapsed() >= Duration::from_secs(5) {
                 let overruns = stats.overruns.load(Ordering::Relaxed);
                 if overruns > reported_overruns {
@@ -328,10 +342,25 @@ pub fn run_capture_thread(
                 last_report = Instant::now();
             }
         }
-        drop(stream);
-        if stats.stream_error.load(Ordering::Relaxed) {
+        // Closing a dead stream can block for good (cpal's drop joins the stuck threads), so
+        // it is closed on a thread of its own and waited for only briefly.
+        let (closed_tx, closed_rx) = crossbeam_channel::bounded::<()>(1);
+        let _ = std::thread::Builder::new()
+            .name("capture-close".into())
+            .spawn(move || {
+                drop(stream);
+                let _ = closed_tx.send(());
+            });
+        if closed_rx.recv_timeout(CLOSE_WAIT).is_err() {
             tracing::warn!(
                 stage = "capture",
+                "the input stream did not close; left behind"
+            );
+        }
+        if stalled || stats.stream_error.load(Ordering::Relaxed) {
+            tracing::warn!(
+                stage = "capture",
+                stalled,
                 "input stream failed (device gone?); reopening"
             );
             std::thread::sleep(Duration::from_millis(500));
@@ -339,6 +368,11 @@ pub fn run_capture_thread(
     }
     Ok(())
 }
+
+/// An open stream that delivers no samples for this long is treated as gone.
+const STALL: Duration = Duration::from_secs(2);
+/// How long closing a stream may take before capture goes on without it.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Seconds of audio the ring holds: enough to ride out a slow consumer.
 pub const RING_SECONDS: u32 = 20;

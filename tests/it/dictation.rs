@@ -412,3 +412,133 @@ fn dictation_can_put_each_utterance_on_the_clipboard() {
         "the clipboard holds the last utterance"
     );
 }
+
+/// The text a window received as key presses, from `xev`'s log.
+fn typed_text(xev_log: &str) -> String {
+    let mut text = String::new();
+    let mut in_press = false;
+    for line in xev_log.lines() {
+        if line.starts_with("KeyPress event") {
+            in_press = true;
+        } else if line.starts_with("KeyRelease event") {
+            in_press = false;
+        } else if in_press && line.trim_start().starts_with("XLookupString gives") {
+            if let (Some(a), Some(b)) = (line.find('"'), line.rfind('"'))
+                && b > a
+            {
+                text.push_str(&line[a + 1..b]);
+            }
+            in_press = false;
+        }
+    }
+    text
+}
+
+#[test]
+fn dictation_can_type_each_utterance_into_the_focused_window() {
+    model(sotto::models::WHISPER_GGML);
+    require_tool("xev");
+    let x = Xvfb::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A window that logs the keys it receives, given the focus.
+    let log = dir.path().join("xev.log");
+    let mut xev = Command::new("xev")
+        .env("DISPLAY", &x.display)
+        .args(["-name", "sotto-type-target"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("xev runs");
+    let mut window = String::new();
+    for _ in 0..50 {
+        let out = Command::new("xdotool")
+            .env("DISPLAY", &x.display)
+            .args(["search", "--name", "sotto-type-target"])
+            .output()
+            .unwrap();
+        window = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !window.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!window.is_empty(), "the xev window did not appear");
+    x.xdotool(&["windowfocus", "--sync", window.lines().next().unwrap()]);
+
+    let out = run(sotto()
+        .env("DISPLAY", &x.display)
+        .args(["dictate", "--fast", "--type", "--input"])
+        .arg(jfk_wav()));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = xev.kill();
+    let _ = xev.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let typed = typed_text(&std::fs::read_to_string(&log).unwrap());
+    let expected: String = printed.lines().map(|l| format!("{} ", l.trim())).collect();
+    assert_eq!(typed, expected, "what was typed is what was printed");
+    assert!(wer(&jfk_txt(), &typed) <= 0.1, "{typed:?}");
+}
+
+#[test]
+fn an_input_device_that_vanishes_is_reopened_when_it_returns() {
+    model(sotto::models::WHISPER_GGML);
+    require_tool("pulseaudio");
+    require_tool("paplay");
+    // A PulseAudio server of this test's own (its own runtime dir), which the test kills and
+    // starts again under a running `sotto dictate`.
+    let dir = tempfile::tempdir().unwrap();
+    let xdg = dir.path().join("xdg");
+    let server = |args: &[&str]| {
+        Command::new("bash")
+            .arg(repo().join("scripts/pulse-null-sink"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    let kill_server = || {
+        let _ = Command::new("pulseaudio")
+            .arg("-k")
+            .env("XDG_RUNTIME_DIR", &xdg)
+            .status();
+    };
+    assert!(server(&[]).success(), "PulseAudio did not start");
+    let child = sotto()
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .args(["dictate", "--jsonl"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    kill_server();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(server(&[]).success(), "PulseAudio did not restart");
+    // The capture thread retries every second.
+    std::thread::sleep(Duration::from_secs(3));
+    let played = Command::new("paplay")
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .args(["-d", "v"])
+        .arg(jfk_wav())
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    sigint(child.id());
+    let out = child.wait_with_output().unwrap();
+    kill_server();
+    assert!(played.success(), "paplay failed");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("reopening"),
+        "the lost device is reported: {}",
+        stderr(&out)
+    );
+    let heard = json_texts(&out);
+    let w = wer(&jfk_txt(), &heard.join(" "));
+    assert!(
+        w <= 0.15,
+        "after the device returned: WER {:.0}%: {heard:?}",
+        w * 100.0
+    );
+}
