@@ -1120,7 +1120,7 @@ pub fn run(
                 );
                 if let Some(log) = &log {
                     let entry = commands::LogEntry {
-                        time: commands::now_rfc3339(),
+                        time: crate::audit::identity::now_rfc3339(),
                         turn: job.turn,
                         transcript: &job.transcript,
                         command: &job.invocation.command,

@@ -1044,16 +1044,7 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
             .clone()
             .or_else(|| args.ptt.and(d.ptt_key.clone())),
     };
-    let mut append = match &args.output {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open {} for appending", path.display()))?,
-        ),
-        None => None,
-    };
+    let mut append = open_append(args.output.as_deref())?;
     let mut write_error = None;
     let stats = crate::dictation::run(opts, stt, stop, |t| {
         let line = if args.jsonl {
@@ -1117,16 +1108,7 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         Some(path) => crate::commands::Commands::load(path)?,
         None => crate::commands::Commands::default(),
     };
-    let mut metrics = match &args.metrics {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open {} for appending", path.display()))?,
-        ),
-        None => None,
-    };
+    let mut metrics = open_append(args.metrics.as_deref())?;
     let d = &config.dictate;
     let hangover_ms = args.hangover_ms.unwrap_or(d.hangover_ms);
 
@@ -1283,6 +1265,18 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         eprintln!("wrote {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a file to append lines to (created if missing), if one was named.
+fn open_append(path: Option<&Path>) -> anyhow::Result<Option<std::fs::File>> {
+    path.map(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {} for appending", path.display()))
+    })
+    .transpose()
 }
 
 /// One line on a finished turn: what happened and how long each step took.

@@ -181,16 +181,15 @@ fn wav_seconds(p: &std::path::Path) -> f64 {
     r.duration() as f64 / r.spec().sample_rate as f64
 }
 
-#[test]
-fn push_to_talk_records_between_toggles_and_cancel_discards() {
-    model(sotto::models::WHISPER_GGML);
-    let dir = tempfile::tempdir().unwrap();
-    let gap = silence(dir.path(), "2");
+/// The three sentences with 2 s of silence around each: the file, each sentence's
+/// (start, end) in seconds, and the file's length.
+fn three_sentences(dir: &std::path::Path) -> (std::path::PathBuf, Vec<(f64, f64)>, f64) {
+    let gap = silence(dir, "2");
     let mut parts = vec![gap.clone()];
     let mut spans = Vec::new();
     let mut t = wav_seconds(&gap);
     for (i, s) in SENTENCES.iter().enumerate() {
-        let p = dir.path().join(format!("u{i}.wav"));
+        let p = dir.join(format!("u{i}.wav"));
         espeak(s, &p);
         let d = wav_seconds(&p);
         spans.push((t, t + d));
@@ -198,8 +197,16 @@ fn push_to_talk_records_between_toggles_and_cancel_discards() {
         parts.push(p);
         parts.push(gap.clone());
     }
-    let input = dir.path().join("three.wav");
+    let input = dir.join("three.wav");
     concat(&parts, &input);
+    (input, spans, t)
+}
+
+#[test]
+fn push_to_talk_records_between_toggles_and_cancel_discards() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let (input, spans, t) = three_sentences(dir.path());
     let runtime = dir.path().join("run");
     let child = sotto()
         .env("XDG_RUNTIME_DIR", &runtime)
@@ -320,21 +327,7 @@ fn a_global_hotkey_held_records_exactly_what_is_said_while_it_is_down() {
     model(sotto::models::WHISPER_GGML);
     let x = Xvfb::start();
     let dir = tempfile::tempdir().unwrap();
-    let gap = silence(dir.path(), "2");
-    let mut parts = vec![gap.clone()];
-    let mut spans = Vec::new();
-    let mut t = wav_seconds(&gap);
-    for (i, s) in SENTENCES.iter().enumerate() {
-        let p = dir.path().join(format!("u{i}.wav"));
-        espeak(s, &p);
-        let d = wav_seconds(&p);
-        spans.push((t, t + d));
-        t += d + wav_seconds(&gap);
-        parts.push(p);
-        parts.push(gap.clone());
-    }
-    let input = dir.path().join("three.wav");
-    concat(&parts, &input);
+    let (input, spans, t) = three_sentences(dir.path());
     let child = sotto()
         .env("DISPLAY", &x.display)
         .env("XDG_RUNTIME_DIR", dir.path().join("run"))
