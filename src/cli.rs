@@ -175,7 +175,7 @@ pub struct AgentArgs {
     /// Longest reply, in tokens.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<usize>,
-    /// Threads for Whisper.
+    /// CPU threads for Whisper and the language model (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }
@@ -203,6 +203,13 @@ pub struct ChatArgs {
     /// Print token counts and speeds on stderr after each reply.
     #[arg(long)]
     pub stats: bool,
+    /// CPU threads for the model (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print the model's perplexity on the text in FILE (JSON) instead of chatting; for
+    /// scripts/compare_llm.py.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub perplexity: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -827,7 +834,8 @@ fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<E
         .system
         .clone()
         .unwrap_or_else(|| config.system_prompt.clone());
-    let mut llm = crate::llm::Llm::load(&pass, &gguf, &tokenizer, Some(system))?;
+    let threads = args.threads.unwrap_or_else(stt::default_threads);
+    let mut llm = crate::llm::Llm::load(&pass, &gguf, &tokenizer, Some(system), threads)?;
     let params = crate::llm::GenParams {
         temperature: args.temperature,
         top_p: Some(args.top_p).filter(|p| *p < 1.0),
@@ -836,6 +844,13 @@ fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<E
         max_tokens: args.max_tokens,
         ..crate::llm::GenParams::default()
     };
+    if let Some(path) = &args.perplexity {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let p = llm.perplexity(&text, 512)?;
+        println!("{}", serde_json::to_string(&p)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let turn = |llm: &mut crate::llm::Llm, prompt: &str| -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
@@ -1132,6 +1147,7 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         &gguf,
         &gguf.with_file_name("tokenizer.json"),
         Some(config.system_prompt.clone()),
+        args.threads.unwrap_or_else(stt::default_threads),
     )?;
     llm.warm_up()?;
     let mut tts = crate::tts::Tts::load(

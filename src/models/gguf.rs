@@ -74,6 +74,8 @@ pub struct Header {
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
+    /// Where tensor data starts in the file (tensor offsets are relative to it).
+    pub data_start: u64,
 }
 
 impl Header {
@@ -154,6 +156,7 @@ impl Header {
             version,
             metadata,
             tensors,
+            data_start,
         })
     }
 

@@ -1,4 +1,5 @@
-//! On-device language model: SmolLM2-135M-Instruct (GGUF) through candle's quantized llama.
+//! On-device language model: SmolLM2-135M-Instruct (or another llama-architecture GGUF) on
+//! sotto's own quantized forward pass ([`model`], kernels in [`quant`], threads in [`pool`]).
 //!
 //! [`Llm`] owns the weights, the KV cache, the tokenizer and the conversation. It is built once
 //! (after the openness audit: it takes an [`AuditPass`]), warmed up once, and then answers turn
@@ -12,15 +13,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama::ModelWeights;
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use crate::audit::AuditPass;
 use crate::models::gguf;
+
+pub mod arena;
+pub mod model;
+pub mod pool;
+pub mod quant;
+mod sample;
+
+use model::{Logits, Model};
+pub use sample::Sampler;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
@@ -28,20 +34,18 @@ pub enum LlmError {
     NotAudited(PathBuf),
     #[error(transparent)]
     Model(#[from] crate::models::ModelError),
-    #[error("{path}: cannot load the model")]
-    Load {
-        path: PathBuf,
-        #[source]
-        source: candle_core::Error,
-    },
+    #[error(transparent)]
+    Load(#[from] model::ModelError),
     #[error("{path}: cannot load the tokenizer ({reason}); run `sotto models import`")]
     Tokenizer { path: PathBuf, reason: String },
     #[error("{path}: the GGUF has no usable chat template ({reason})")]
     Template { path: PathBuf, reason: String },
-    #[error("generation failed")]
-    Generate(#[source] candle_core::Error),
     #[error("tokenizing failed: {0}")]
     Tokenize(String),
+    #[error(
+        "{path}: the model produced non-finite logits (NaN or infinity): the weights are corrupt"
+    )]
+    CorruptOutput { path: PathBuf },
     #[error("the prompt alone ({tokens} tokens) does not fit the context window ({context})")]
     PromptTooLong { tokens: usize, context: usize },
 }
@@ -105,6 +109,14 @@ pub struct Reply {
     pub first_token: Duration,
 }
 
+/// The result of [`Llm::perplexity`].
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Perplexity {
+    pub value: f64,
+    /// Tokens scored.
+    pub tokens: usize,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Message {
     pub role: String,
@@ -112,9 +124,8 @@ pub struct Message {
 }
 
 pub struct Llm {
-    model: ModelWeights,
+    model: Model,
     tokenizer: Tokenizer,
-    device: Device,
     template: String,
     stop_ids: Vec<u32>,
     /// The token that ends a turn (ChatML's `<|im_end|>`): fed after a reply cut short, so
@@ -133,12 +144,14 @@ pub struct Llm {
 }
 
 impl Llm {
-    /// Loads the GGUF and its tokenizer.json. Logs load time.
+    /// Loads the GGUF and its tokenizer.json; matrix products run on `threads` threads.
+    /// Logs load time.
     pub fn load(
         audited: &AuditPass,
         gguf_path: &Path,
         tokenizer_path: &Path,
         system_prompt: Option<String>,
+        threads: usize,
     ) -> Result<Self, LlmError> {
         if !audited.covers(gguf_path) {
             return Err(LlmError::NotAudited(gguf_path.to_path_buf()));
@@ -152,12 +165,6 @@ impl Llm {
                 reason: "no tokenizer.chat_template".into(),
             })?
             .to_string();
-        let context_tokens = header
-            .metadata
-            .iter()
-            .find(|(k, _)| k.ends_with(".context_length"))
-            .and_then(|(_, v)| v.as_u64())
-            .unwrap_or(2048) as usize;
         let tokenizer = Tokenizer::from_file(tokenizer_path).map_err(|e| LlmError::Tokenizer {
             path: tokenizer_path.to_path_buf(),
             reason: e.to_string(),
@@ -183,26 +190,20 @@ impl Llm {
         stop_ids.extend(eos_id);
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        let device = Device::Cpu;
-        let load = |source| LlmError::Load {
-            path: gguf_path.to_path_buf(),
-            source,
-        };
-        let mut file = std::fs::File::open(gguf_path)
-            .map_err(|e| crate::models::ModelError::io(gguf_path, e))?;
-        let content = gguf_file::Content::read(&mut file).map_err(load)?;
-        let model = ModelWeights::from_gguf(content, &mut file, &device).map_err(load)?;
+        let model = Model::load(gguf_path, &header, threads)?;
+        let context_tokens = model.config.context;
         tracing::info!(
             stage = "llm",
             model = %gguf_path.display(),
             ms = t0.elapsed().as_millis() as u64,
             context_tokens,
+            threads = model.threads(),
+            weight_mb = model.weight_bytes() >> 20,
             "llm loaded"
         );
         Ok(Self {
             model,
             tokenizer,
-            device,
             template,
             stop_ids,
             eos_id,
@@ -215,20 +216,83 @@ impl Llm {
         })
     }
 
-    /// Runs one short generation so the first real turn does not pay for lazy setup, then
-    /// forgets it.
+    /// Gets the model ready for the first turn: prefills the system prompt (kept in the KV
+    /// cache, so no turn prefills it again) and runs one decoding step (then forgets it), so
+    /// the first turn costs what the tenth does.
     pub fn warm_up(&mut self) -> Result<Duration, LlmError> {
         let t0 = Instant::now();
-        let params = GenParams {
-            max_tokens: 2,
-            temperature: 0.0,
-            ..GenParams::default()
-        };
-        self.respond("Hi", &params, &AtomicBool::new(false), |_| {})?;
-        self.reset();
+        self.forget_cache();
+        self.prefill_system()?;
+        let keep = self.model.cached();
+        self.model
+            .forward(&[self.eos_id.unwrap_or(0)], Logits::Last);
+        self.model.truncate(keep);
         let took = t0.elapsed();
-        tracing::info!(stage = "llm", ms = took.as_millis() as u64, "llm warmed up");
+        tracing::info!(
+            stage = "llm",
+            ms = took.as_millis() as u64,
+            system_tokens = keep,
+            "llm warmed up"
+        );
         Ok(took)
+    }
+
+    /// Puts the rendered system prompt in the KV cache when the chat template renders it as a
+    /// prefix of every conversation (ChatML does); otherwise leaves the cache empty.
+    fn prefill_system(&mut self) -> Result<(), LlmError> {
+        let Some(system) = self.system_prompt.clone() else {
+            return Ok(());
+        };
+        let probe = [Message {
+            role: "user".into(),
+            content: "x".into(),
+        }];
+        let prefix = self.render_with_prompt(Some(&system), &[], false)?;
+        let full = self.render(&probe)?;
+        if prefix.is_empty() || !full.starts_with(&prefix) {
+            return Ok(());
+        }
+        let ids = self.encode(&prefix)?;
+        if ids.is_empty() || ids.len() >= self.context_tokens {
+            return Ok(());
+        }
+        self.model.truncate(0);
+        self.model.forward(&ids, Logits::Last);
+        self.cached = ids;
+        self.cached_text = prefix;
+        Ok(())
+    }
+
+    /// Perplexity of the model on `text`, evaluated in windows of `window` tokens (each from
+    /// an empty cache): exp of the mean negative log-likelihood of every token after the
+    /// first of its window. Leaves the conversation as it was and the KV cache empty.
+    pub fn perplexity(&mut self, text: &str, window: usize) -> Result<Perplexity, LlmError> {
+        let ids = self.encode(text)?;
+        let window = window.clamp(2, self.context_tokens);
+        let mut nll = 0f64;
+        let mut scored = 0usize;
+        let vocab = self.model.config.vocab;
+        for chunk in ids.chunks(window).filter(|c| c.len() >= 2) {
+            self.forget_cache();
+            let logits = self.model.forward(chunk, Logits::All);
+            for (t, next) in chunk.iter().enumerate().skip(1) {
+                let row = &logits[(t - 1) * vocab..t * vocab];
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+                let log_sum = row
+                    .iter()
+                    .map(|&l| ((l - max) as f64).exp())
+                    .sum::<f64>()
+                    .ln()
+                    + max as f64;
+                nll += log_sum - row[*next as usize] as f64;
+                scored += 1;
+            }
+        }
+        self.forget_cache();
+        Ok(Perplexity {
+            value: (nll / scored.max(1) as f64).exp(),
+            tokens: scored,
+        })
     }
 
     /// Forgets the conversation and the KV cache.
@@ -245,7 +309,7 @@ impl Llm {
     fn forget_cache(&mut self) {
         self.cached.clear();
         self.cached_text.clear();
-        self.model.clear_kv_cache();
+        self.model.truncate(0);
     }
 
     pub fn history(&self) -> &[Message] {
@@ -262,6 +326,15 @@ impl Llm {
     }
 
     fn render_with(&self, system: Option<&str>, messages: &[Message]) -> Result<String, LlmError> {
+        self.render_with_prompt(system, messages, true)
+    }
+
+    fn render_with_prompt(
+        &self,
+        system: Option<&str>,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, LlmError> {
         let mut env = minijinja::Environment::new();
         let bad = |e: minijinja::Error| LlmError::Template {
             path: self.model_path.clone(),
@@ -280,7 +353,7 @@ impl Llm {
             .map_err(bad)?
             .render(minijinja::context! {
                 messages => minijinja::Value::from(minijinja::value::Serde(&all)),
-                add_generation_prompt => true,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => "",
                 eos_token => "",
             })
@@ -321,13 +394,7 @@ impl Llm {
                 });
             }
             self.forget_cache();
-            let logits = Tensor::new(ids.as_slice(), &self.device)
-                .and_then(|t| t.unsqueeze(0))
-                .and_then(|t| self.model.forward(&t, 0))
-                .and_then(|l| l.squeeze(0))
-                .and_then(|l| l.to_dtype(candle_core::DType::F32))
-                .and_then(|l| l.to_vec1::<f32>())
-                .map_err(LlmError::Generate)?;
+            let logits = self.model.forward(&ids, Logits::Last);
             let logit = |id: u32| logits.get(id as usize).copied().unwrap_or(f32::MIN);
             margins.push(logit(yes) - logit(no));
         }
@@ -391,32 +458,12 @@ impl Llm {
                 0
             }
         };
-        let gen_err = LlmError::Generate;
-        let input = Tensor::new(&prompt[reuse..], &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(gen_err)?;
-        let mut logits = self
-            .model
-            .forward(&input, reuse)
-            .and_then(|l| l.squeeze(0))
-            .map_err(gen_err)?;
+        self.model.truncate(reuse);
+        let mut logits = self.model.forward(&prompt[reuse..], Logits::Last).to_vec();
         self.cached = prompt.clone();
         let prefill = t0.elapsed();
 
-        let sampling = if params.temperature <= 0.0 {
-            Sampling::ArgMax
-        } else {
-            match params.top_p {
-                Some(p) => Sampling::TopP {
-                    p,
-                    temperature: params.temperature,
-                },
-                None => Sampling::All {
-                    temperature: params.temperature,
-                },
-            }
-        };
-        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+        let mut sampler = Sampler::new(params);
         let mut out_ids: Vec<u32> = Vec::new();
         let mut detok = Detokenizer::default();
         let mut text = String::new();
@@ -433,18 +480,14 @@ impl Llm {
             if self.cached.len() >= self.context_tokens {
                 break StopReason::ContextFull;
             }
-            let penalised = if params.repeat_penalty == 1.0 {
-                logits.clone()
-            } else {
-                let start = self.cached.len().saturating_sub(params.repeat_last_n);
-                candle_transformers::utils::apply_repeat_penalty(
-                    &logits,
-                    params.repeat_penalty,
-                    &self.cached[start..],
-                )
-                .map_err(gen_err)?
-            };
-            let next = sampler.sample(&penalised).map_err(gen_err)?;
+            let recent = self.cached.len().saturating_sub(params.repeat_last_n);
+            let next = sampler.sample(&mut logits, &self.cached[recent..]);
+            if !next.is_finite_logits {
+                return Err(LlmError::CorruptOutput {
+                    path: self.model_path.clone(),
+                });
+            }
+            let next = next.token;
             if out_ids.is_empty() {
                 first_token = t0.elapsed();
             }
@@ -507,15 +550,10 @@ impl Llm {
     }
 
     /// Runs one token through the model, updating the logits and the cache record.
-    fn feed(&mut self, token: u32, logits: &mut Tensor) -> Result<(), LlmError> {
-        let input = Tensor::new(&[token], &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(LlmError::Generate)?;
-        *logits = self
-            .model
-            .forward(&input, self.cached.len())
-            .and_then(|l| l.squeeze(0))
-            .map_err(LlmError::Generate)?;
+    fn feed(&mut self, token: u32, logits: &mut Vec<f32>) -> Result<(), LlmError> {
+        let out = self.model.forward(&[token], Logits::Last);
+        logits.clear();
+        logits.extend_from_slice(out);
         self.cached.push(token);
         Ok(())
     }
