@@ -1,17 +1,22 @@
 //! Piper en_US-joe-medium through ONNX Runtime: one sentence, phonemized and synthesized.
 //!
-//! Run: `cargo bench --bench tts` (after scripts/setup). Side by side with piper-tts:
-//! scripts/compare_tts.py.
+//! `cargo bench --bench tts` runs criterion. `cargo bench --bench tts -- --serve` loads (and
+//! warms) the voice once and answers one JSON request per stdin line (`{"text": "..."}`) with
+//! one measured synthesis, clause by clause as `sotto say` does it: time to the first clause's
+//! audio, total time and seconds of audio. scripts/compare_tts.py uses it to interleave sotto
+//! and piper-tts run by run.
 
+use std::io::BufRead;
 use std::path::Path;
+use std::time::Instant;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use sotto::audit::{self, AuditContext};
 use sotto::config::Config;
 use sotto::models::ModelsDir;
 use sotto::tts::{self, Tts};
 
-fn bench(c: &mut Criterion) {
+fn load() -> Tts {
     tts::locate_espeak_data();
     let models = ModelsDir::resolve(None);
     let config = Config::parse(Path::new("bench"), "").expect("default config");
@@ -20,16 +25,55 @@ fn bench(c: &mut Criterion) {
         .expect("run scripts/setup first")
         .expect("the joe voice is open source");
     let onnx = models.path("piper-en_US-joe-medium/en_US-joe-medium.onnx");
-    let mut voice =
-        Tts::load(&pass, &onnx, &tts::default_runtime_path(&models.root)).expect("voice loads");
+    Tts::load(&pass, &onnx, &tts::default_runtime_path(&models.root)).expect("voice loads")
+}
+
+#[derive(serde::Deserialize)]
+struct Request {
+    text: String,
+}
+
+fn serve() {
+    let mut voice = load();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+            Ok(req) => {
+                let mut chunker = sotto::chunker::Chunker::new();
+                let mut clauses = chunker.push(&req.text);
+                clauses.extend(chunker.finish());
+                let t0 = Instant::now();
+                let mut first = None;
+                let mut audio_s = 0.0;
+                for clause in &clauses {
+                    let speech = voice.synthesize(clause, 1.0).expect("synthesis");
+                    first.get_or_insert(t0.elapsed());
+                    audio_s += speech.samples.len() as f64 / speech.sample_rate_hz as f64;
+                }
+                serde_json::json!({
+                    "first_audio_s": first.unwrap_or_default().as_secs_f64(),
+                    "total_s": t0.elapsed().as_secs_f64(),
+                    "audio_s": audio_s,
+                })
+            }
+        };
+        println!("{answer}");
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--serve") {
+        serve();
+        return;
+    }
+    let mut voice = load();
     let sentence = "The quick brown fox jumps over the lazy dog near the river bank.";
+    let mut c = Criterion::default().configure_from_args().sample_size(10);
     let mut group = c.benchmark_group("tts");
-    group.sample_size(10);
     group.bench_function("joe_medium_one_sentence", |b| {
         b.iter(|| voice.synthesize(sentence, 1.0).unwrap())
     });
     group.finish();
+    c.final_summary();
 }
-
-criterion_group!(benches, bench);
-criterion_main!(benches);

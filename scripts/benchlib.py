@@ -65,13 +65,18 @@ class BenchServer:
         self.proc.wait(timeout=30)
 
 
-def interleave(sotto, reference, runs: int, warmup: int = 1):
+def interleave(sotto, reference, runs: int, warmup: int = 1, settle: float = 0.1):
     """Calls sotto(), reference(), sotto(), reference()… and returns both lists of results
-    (after `warmup` unrecorded rounds)."""
+    (after `warmup` unrecorded rounds). Between calls it sleeps `settle` seconds: thread pools
+    that spin after their work (ONNX Runtime's, whisper.cpp's, CTranslate2's) would otherwise
+    take the cores from whichever side runs next."""
+    import time
     a, b = [], []
     for i in range(warmup + runs):
         ra = sotto()
+        time.sleep(settle)
         rb = reference()
+        time.sleep(settle)
         if i >= warmup:
             a.append(ra)
             b.append(rb)

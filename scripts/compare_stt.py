@@ -2,28 +2,27 @@
 """Side-by-side: sotto (whisper.cpp via whisper-rs) vs faster-whisper on the same Whisper tiny.en
 weights, thread count and beam size, in one run.
 
-faster-whisper reads the fetched CTranslate2 directory (models/whisper-tiny.en-ct2); sotto reads
-the whisper.cpp file converted from it. Inputs: assets/jfk.wav (11 s) and a 60 s espeak-ng
-recording made here. Each measurement is the median of --runs runs of transcription alone
-(model already loaded); model load times are reported separately. sotto runs with
---policy open-weight: Whisper tiny.en is open-weight, admitted explicitly for this comparison.
+faster-whisper reads the fetched CTranslate2 directory (models/whisper-tiny.en-ct2) with each
+CPU compute type it offers here (float32 and int8 by default); sotto reads the whisper.cpp file
+converted from it. Inputs: assets/jfk.wav (11 s) and a 60 s espeak-ng recording made here. Both
+sides are warm (sotto: `cargo bench --bench transcribe -- --serve`, the model loaded once;
+faster-whisper: one WhisperModel per compute type) and run alternately, run by run; medians of
+--runs, greedy and beam 5, quiet and with one core kept busy by another process.
 
-Usage: python3 scripts/compare_stt.py [--threads N] [--beam-size B] [--runs R]
+Usage: python3 scripts/compare_stt.py [--threads N] [--runs R] [--no-busy] [--compute-types float32,int8]
 Needs: `pip install faster-whisper` in the Python that runs this; espeak-ng and sox.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SOTTO = ROOT / "target" / "release" / "sotto"
+from benchlib import ROOT, BenchServer, busy_core, interleave, load, median
+
 CT2_DIR = ROOT / "models" / "whisper-tiny.en-ct2"
 
 LONG_TEXT = (
@@ -40,67 +39,95 @@ LONG_TEXT = (
 
 
 def make_60s(path: Path) -> None:
+    """LONG_TEXT spoken by espeak-ng, brought to exactly 60 s by sox's tempo (pitch kept), so
+    the whole text is in the audio and is the WER reference."""
     raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(raw), LONG_TEXT * 2], check=True)
-    subprocess.run(["sox", str(raw), "-r", "16000", str(path), "trim", "0", "60"], check=True)
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(raw), LONG_TEXT], check=True)
+    secs = float(subprocess.run(["soxi", "-D", str(raw)], check=True, capture_output=True,
+                                text=True).stdout)
+    subprocess.run(["sox", str(raw), "-r", "16000", str(path), "tempo", "-s", f"{secs / 60:.5f}",
+                    "trim", "0", "60"], check=True)
     raw.unlink()
 
 
-def sotto_run(wav: Path, threads: int, beam: int, runs: int) -> tuple[float, float, str]:
-    """Median transcription ms (sotto's own json timing, load excluded) and median process
-    wall ms (load included)."""
-    inner, wall, text = [], [], ""
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = subprocess.run(
-            [str(SOTTO), "--policy", "open-weight", "transcribe", "--format", "json", "--threads", str(threads),
-             "--beam-size", str(beam), str(wav)],
-            check=True, capture_output=True, text=True,
-        )
-        wall.append((time.perf_counter() - t0) * 1000)
-        doc = json.loads(out.stdout)
-        inner.append(doc["transcribe_ms"])
-        text = doc["text"]
-    return statistics.median(inner), statistics.median(wall), text
+def words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+
+def wer(ref: str, hyp: str) -> float:
+    r, h = words(ref), words(hyp)
+    d = list(range(len(h) + 1))
+    for i in range(1, len(r) + 1):
+        prev, d[0] = d[0], i
+        for j in range(1, len(h) + 1):
+            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
+            prev, d[j] = d[j], cur
+    return d[len(h)] / max(len(r), 1)
+
+
+def compare(server, models, inputs, args, label):
+    print(f"\n{label}: {load()}")
+    print(f"{'input':<14} {'beam':>4} {'sotto ms':>9} " +
+          " ".join(f"{'fw ' + ct + ' ms':>16} {'ratio':>6}" for ct in models) +
+          "   WER sotto / fw")
+    for name, wav, ref in inputs:
+        for beam in (1, 5):
+            def sotto():
+                r = server.run({"wav": str(wav), "beam": beam})
+                return r["seconds"] * 1000, r["text"]
+
+            row, texts = [], {}
+            for ct, fw in models.items():
+                def reference(fw=fw):
+                    t0 = time.perf_counter()
+                    segments, _ = fw.transcribe(str(wav), beam_size=beam, language="en",
+                                                vad_filter=False, condition_on_previous_text=True)
+                    text = " ".join(s.text.strip() for s in segments)
+                    return (time.perf_counter() - t0) * 1000, text
+
+                s, f = interleave(sotto, reference, args.runs)
+                s_ms, f_ms = median(r[0] for r in s), median(r[0] for r in f)
+                row.append((s_ms, f_ms))
+                texts[ct] = f[-1][1]
+                s_text = s[-1][1]
+            s_ms = median(r[0] for r in row)
+            cells = " ".join(f"{f_ms:>16.0f} {f_ms / s_ms:>6.2f}" for _, f_ms in row)
+            wers = " / ".join(f"{wer(ref, t):.3f}" for t in [s_text, *texts.values()])
+            print(f"{name:<14} {beam:>4} {s_ms:>9.0f} {cells}   {wers}")
+    print(f"{load()} (after); ratio = faster-whisper time / sotto time (> 1: sotto faster)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--beam-size", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--no-busy", action="store_true")
+    ap.add_argument("--compute-types", default="float32,int8")
     args = ap.parse_args()
 
-    from faster_whisper import WhisperModel  # noqa: imported late so --help works without it
+    import faster_whisper  # noqa: imported late so --help works without it
+    import ctranslate2
 
     with tempfile.TemporaryDirectory() as tmp:
         long = Path(tmp) / "espeak60.wav"
         make_60s(long)
-        inputs = [("jfk.wav (11 s)", ROOT / "assets" / "jfk.wav"), ("espeak 60 s", long)]
-
-        t0 = time.perf_counter()
-        fw = WhisperModel(str(CT2_DIR), device="cpu", compute_type="default",
-                          cpu_threads=args.threads, num_workers=1)
-        fw_load_ms = (time.perf_counter() - t0) * 1000
-
-        print(f"threads {args.threads}, beam size {args.beam_size}, median of {args.runs} runs, "
-              f"model load excluded")
-        print(f"faster-whisper model load: {fw_load_ms:.0f} ms")
-        print(f"{'input':<16} {'sotto ms':>9} {'faster-whisper ms':>18} {'ratio fw/sotto':>15}"
-              f" {'sotto wall ms (incl. load)':>27}")
-        for name, wav in inputs:
-            s_ms, s_wall, s_text = sotto_run(wav, args.threads, args.beam_size, args.runs)
-            times, fw_text = [], ""
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                segments, _ = fw.transcribe(str(wav), beam_size=args.beam_size, language="en",
-                                            vad_filter=False, condition_on_previous_text=True)
-                fw_text = " ".join(s.text.strip() for s in segments)
-                times.append((time.perf_counter() - t0) * 1000)
-            f_ms = statistics.median(times)
-            print(f"{name:<16} {s_ms:>9.0f} {f_ms:>18.0f} {f_ms / s_ms:>15.2f} {s_wall:>27.0f}")
-            print(f"  sotto:          {s_text[:100]}")
-            print(f"  faster-whisper: {fw_text[:100]}")
+        jfk_ref = (ROOT.parent / "shared" / "fixtures" / "jfk.txt")
+        jfk_ref = jfk_ref.read_text() if jfk_ref.exists() else ""
+        inputs = [("jfk.wav 11 s", ROOT / "assets" / "jfk.wav", jfk_ref),
+                  ("espeak 60 s", long, LONG_TEXT)]
+        models = {ct: faster_whisper.WhisperModel(str(CT2_DIR), device="cpu", compute_type=ct,
+                                                  cpu_threads=args.threads, num_workers=1)
+                  for ct in args.compute_types.split(",")}
+        print(f"faster-whisper {faster_whisper.__version__} (CTranslate2 {ctranslate2.__version__}); "
+              f"threads {args.threads}; median of {args.runs} interleaved runs, warm")
+        server = BenchServer("transcribe", args.threads)
+        try:
+            compare(server, models, inputs, args, "quiet")
+            if not args.no_busy:
+                with busy_core():
+                    compare(server, models, inputs, args, "one core busy")
+        finally:
+            server.close()
 
 
 if __name__ == "__main__":

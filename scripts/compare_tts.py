@@ -1,26 +1,32 @@
 #!/usr/bin/env python3
 """Side-by-side: sotto's Piper (piper-rs + ONNX Runtime) vs piper-tts (PyPI) on the same
-en_US-joe-medium voice, in one run.
+en_US-joe-medium voice, in one run, for one sentence and a paragraph.
 
-For one sentence and for a paragraph: time to first audio (synthesis start → first chunk of
-samples) and real-time factor (synthesis time / audio duration), voice load excluded.
-sotto's figures come from `sotto say --stats -o FILE` (its clause chunker sends the first
-clause to the voice on its own); piper-tts's from iterating PiperVoice.synthesize (one chunk
-per sentence). Both use ONNX Runtime on the CPU with its default threading.
+Warm against warm: sotto's voice loaded once (`cargo bench --bench tts -- --serve`), piper-tts's
+PiperVoice loaded once; runs alternate. Time to first audio is from the start of synthesis to
+the first chunk of samples (sotto: its first clause, as `sotto say` speaks it; piper-tts: its
+first sentence, as PiperVoice.synthesize yields it); the real-time factor is synthesis time
+over the audio's duration.
+
+Cold against cold: a fresh process each run, timed from its start: `sotto say --stats -o` (which
+reports first audio after process start) against a Python process that imports piper, loads
+the voice and synthesizes. Both sides use ONNX Runtime on the CPU with its default threading;
+the releases in use are printed.
 
 Usage: python3 scripts/compare_tts.py [--runs R]      Needs: `pip install piper-tts`.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
-import statistics
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import ROOT, BenchServer, interleave, load, median
+
 SOTTO = ROOT / "target" / "release" / "sotto"
 VOICE = ROOT / "models" / "piper-en_US-joe-medium" / "en_US-joe-medium.onnx"
 TEXTS = {
@@ -29,47 +35,101 @@ TEXTS = {
                   "and every team will move in over two weekends. Please pack your desks on Friday. "
                   "Thank you all for your hard work this quarter."),
 }
-STATS = re.compile(r"first audio after (\d+) ms; ([\d.]+) s of speech synthesized in (\d+) ms")
+STATS = re.compile(r"first audio (\d+) ms after start")
+
+# A cold piper-tts run: timed from the interpreter's start (time.perf_counter at the top of the
+# script is as close as Python gets), import and voice load included, like sotto's process.
+COLD_PY = r"""
+import time, sys, json
+t0 = time.perf_counter()
+from piper import PiperVoice
+voice = PiperVoice.load(sys.argv[1], config_path=sys.argv[1] + ".json")
+first, samples = None, 0
+for chunk in voice.synthesize(sys.argv[2]):
+    first = first or time.perf_counter() - t0
+    samples += len(chunk.audio_float_array)
+print(json.dumps({"first_audio_s": first, "total_s": time.perf_counter() - t0}))
+"""
 
 
-def sotto_once(text: str, out: Path) -> tuple[float, float]:
-    r = subprocess.run([str(SOTTO), "say", "--stats", "--force", "-o", str(out), text],
-                       check=True, capture_output=True, text=True)
-    m = STATS.search(r.stderr)
-    if not m:
-        raise SystemExit(f"no stats from sotto:\n{r.stderr}")
-    return float(m[1]), float(m[3]) / 1000 / float(m[2])
+def warm(server: BenchServer, voice, runs: int) -> None:
+    rate = voice.config.sample_rate
+    print(f"\nwarm against warm (median of {runs} interleaved runs): {load()}")
+    print(f"{'text':<10} {'sotto TTFA ms':>14} {'piper-tts TTFA ms':>18} {'ratio':>6} "
+          f"{'sotto RTF':>10} {'piper-tts RTF':>14} {'ratio':>6}")
+    for name, text in TEXTS.items():
+        def sotto():
+            r = server.run({"text": text})
+            return r["first_audio_s"], r["total_s"] / r["audio_s"]
+
+        def reference():
+            import time
+            t0 = time.perf_counter()
+            first, samples = None, 0
+            for chunk in voice.synthesize(text):
+                first = first or time.perf_counter() - t0
+                samples += len(chunk.audio_float_array)
+            return first, (time.perf_counter() - t0) / (samples / rate)
+
+        s, p = interleave(sotto, reference, runs)
+        s_ttfa, p_ttfa = median(x[0] for x in s) * 1000, median(x[0] for x in p) * 1000
+        s_rtf, p_rtf = median(x[1] for x in s), median(x[1] for x in p)
+        print(f"{name:<10} {s_ttfa:>14.0f} {p_ttfa:>18.0f} {p_ttfa / s_ttfa:>6.2f} "
+              f"{s_rtf:>10.3f} {p_rtf:>14.3f} {p_rtf / s_rtf:>6.2f}")
+    print(f"{load()} (after); ratios are piper-tts / sotto (> 1: sotto faster)")
+
+
+def cold(runs: int) -> None:
+    print(f"\ncold against cold (fresh processes, from process start; median of {runs}): {load()}")
+    print(f"{'text':<10} {'sotto TTFA ms':>14} {'piper-tts TTFA ms':>18} {'ratio':>6} "
+          f"{'sotto total ms':>15} {'piper-tts total ms':>19} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "s.wav"
+        for name, text in TEXTS.items():
+            def sotto():
+                import time
+                t0 = time.perf_counter()
+                r = subprocess.run([str(SOTTO), "say", "--stats", "--force", "-o", str(out), text],
+                                   check=True, capture_output=True, text=True)
+                total = time.perf_counter() - t0
+                m = STATS.search(r.stderr)
+                if not m:
+                    raise SystemExit(f"no stats from sotto:\n{r.stderr}")
+                return float(m[1]) / 1000, total
+
+            def reference():
+                import time
+                t0 = time.perf_counter()
+                r = subprocess.run([sys.executable, "-c", COLD_PY, str(VOICE), text], check=True,
+                                   capture_output=True, text=True)
+                total = time.perf_counter() - t0
+                return json.loads(r.stdout)["first_audio_s"], total
+
+            s, p = interleave(sotto, reference, runs)
+            s_ttfa, p_ttfa = median(x[0] for x in s) * 1000, median(x[0] for x in p) * 1000
+            s_tot, p_tot = median(x[1] for x in s) * 1000, median(x[1] for x in p) * 1000
+            print(f"{name:<10} {s_ttfa:>14.0f} {p_ttfa:>18.0f} {p_ttfa / s_ttfa:>6.2f} "
+                  f"{s_tot:>15.0f} {p_tot:>19.0f} {p_tot / s_tot:>6.2f}")
+    print(f"{load()} (after)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
+    import onnxruntime
     from piper import PiperVoice  # noqa: late import so --help works without it
 
+    sotto_ort = sorted(p.name for p in (ROOT / "models" / "onnxruntime").glob("libonnxruntime*"))
+    print(f"ONNX Runtime: piper-tts uses onnxruntime {onnxruntime.__version__} (PyPI); "
+          f"sotto loads {sotto_ort[-1] if sotto_ort else '?'} from models/onnxruntime")
     voice = PiperVoice.load(str(VOICE), config_path=str(VOICE) + ".json")
-    rate = voice.config.sample_rate
-    print(f"median of {args.runs} runs, voice load excluded")
-    print(f"{'text':<10} {'sotto TTFA ms':>14} {'piper-tts TTFA ms':>18} {'sotto RTF':>10} "
-          f"{'piper-tts RTF':>14} {'RTF ratio p/s':>14}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, text in TEXTS.items():
-            s = [sotto_once(text, Path(tmp) / "s.wav") for _ in range(args.runs)]
-            ttfa, rtf = [], []
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                first, samples = None, 0
-                for chunk in voice.synthesize(text):
-                    first = first or time.perf_counter() - t0
-                    samples += len(chunk.audio_float_array)
-                total = time.perf_counter() - t0
-                ttfa.append(first * 1000)
-                rtf.append(total / (samples / rate))
-            s_ttfa = statistics.median(x[0] for x in s)
-            s_rtf = statistics.median(x[1] for x in s)
-            p_ttfa, p_rtf = statistics.median(ttfa), statistics.median(rtf)
-            print(f"{name:<10} {s_ttfa:>14.0f} {p_ttfa:>18.0f} {s_rtf:>10.3f} {p_rtf:>14.3f} "
-                  f"{p_rtf / s_rtf:>14.2f}")
+    server = BenchServer("tts", 0)
+    try:
+        warm(server, voice, args.runs)
+    finally:
+        server.close()
+    cold(args.runs)
 
 
 if __name__ == "__main__":

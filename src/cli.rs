@@ -305,7 +305,14 @@ pub enum ModelsCommand {
     },
 }
 
+/// When the command started (start-up times are reported from here).
+pub fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 pub fn run() -> anyhow::Result<ExitCode> {
+    process_start();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -577,7 +584,7 @@ fn transcribe(
         Ok(pass) => pass,
         Err(code) => return Ok(code),
     };
-    let stt = Stt::load(&pass, &model_path)?;
+    let mut stt = Stt::load(&pass, &model_path)?;
     let opts = SttOptions {
         threads: args.threads.unwrap_or_else(stt::default_threads),
         beam_size: args.beam_size,
@@ -585,7 +592,7 @@ fn transcribe(
     };
     let mut failed = 0;
     for (file, out) in args.files.iter().zip(outputs) {
-        if let Err(e) = transcribe_one(&stt, &opts, &args, file, out.as_deref()) {
+        if let Err(e) = transcribe_one(&mut stt, &opts, &args, file, out.as_deref()) {
             eprintln!("error: {e:#}");
             failed += 1;
         }
@@ -631,7 +638,7 @@ fn output_paths(args: &TranscribeArgs) -> anyhow::Result<Vec<Option<PathBuf>>> {
 const PROGRESS_AFTER_S: f64 = 30.0;
 
 fn transcribe_one(
-    stt: &Stt,
+    stt: &mut Stt,
     opts: &SttOptions,
     args: &TranscribeArgs,
     file: &Path,
@@ -937,12 +944,14 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
     chunks.extend(chunker.finish());
     let t0 = Instant::now();
     let mut first_audio = None;
+    let mut first_since_start = None;
     let mut audio_s = 0.0;
     let mut synth_time = std::time::Duration::ZERO;
     let mut synth =
         |tts: &mut crate::tts::Tts, chunk: &str| -> anyhow::Result<crate::tts::Speech> {
             let speech = tts.synthesize(chunk, args.speed)?;
             first_audio.get_or_insert(t0.elapsed());
+            first_since_start.get_or_insert(process_start().elapsed());
             synth_time += speech.took;
             audio_s += speech.samples.len() as f64 / speech.sample_rate_hz as f64;
             Ok(speech)
@@ -979,8 +988,9 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
     if args.stats {
         let synth_s = synth_time.as_secs_f64();
         eprintln!(
-            "[first audio after {} ms; {:.2} s of speech synthesized in {:.0} ms: real-time factor {:.3}]",
+            "[first audio after {} ms (first audio {} ms after start); {:.2} s of speech synthesized in {:.0} ms: real-time factor {:.3}]",
             first_audio.unwrap_or_default().as_millis(),
+            first_since_start.unwrap_or_default().as_millis(),
             audio_s,
             synth_s * 1000.0,
             synth_s / audio_s.max(1e-9)
@@ -1182,7 +1192,6 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
             opts: SttOptions {
                 threads: args.threads.unwrap_or_else(stt::default_threads),
                 beam_size: 1,
-                fit_audio_ctx: true,
                 ..SttOptions::default()
             },
         }),

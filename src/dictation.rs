@@ -518,7 +518,7 @@ fn frontend(
 }
 
 fn stt_loop(
-    stt: Stt,
+    mut stt: Stt,
     opts: &SttOptions,
     input: Receiver<Timed>,
     cancelled_through: &AtomicU64,

@@ -13,6 +13,7 @@ pub mod chunker;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cpu;
 pub mod desktop;
 pub mod dictation;
 pub mod hotkey;

@@ -1,8 +1,8 @@
 //! Speech to text: whisper.cpp through whisper-rs.
 //!
-//! [`Stt`] owns the whisper context (the weights, loaded once). Each call to
-//! [`Stt::transcribe`] makes a fresh decoding state, so one `Stt` serves many utterances on
-//! the thread that owns it. Before whisper.cpp sees a model file, its ggml header is read and
+//! [`Stt`] owns the whisper context (the weights, loaded once) and serves many utterances on
+//! the thread that owns it. Each call to [`Stt::transcribe`] encodes only as much audio as
+//! there is (up to Whisper's 30 s window). Before whisper.cpp sees a model file, its ggml header is read and
 //! checked against the file's length: whisper.cpp is not robust against truncated files.
 //!
 //! Input is 16 kHz mono f32 ([`crate::audio::WHISPER_SAMPLE_RATE_HZ`]).
@@ -39,10 +39,6 @@ pub struct SttOptions {
     /// 1 = greedy; more = beam search with that many beams (faster-whisper's default is 5).
     pub beam_size: usize,
     pub language: String,
-    /// Shrink the encoder's context to the clip's length (plus a margin) instead of always
-    /// encoding 30 s. Much faster on short utterances; off for files, where accuracy on long
-    /// audio matters more.
-    pub fit_audio_ctx: bool,
 }
 
 impl Default for SttOptions {
@@ -51,7 +47,6 @@ impl Default for SttOptions {
             threads: default_threads(),
             beam_size: 5,
             language: "en".into(),
-            fit_audio_ctx: false,
         }
     }
 }
@@ -71,14 +66,15 @@ pub struct Segment {
     pub text: String,
 }
 
-/// Encoder positions for a clip: Whisper's encoder sees 50 per second (1500 for 30 s). Two
-/// seconds of margin and a six-second floor: on twelve espeak questions, tiny.en made as many
-/// errors with this as with the full 30 s context (4 each), at a fifth of the time (about
-/// 200 ms instead of 1.2 s on 2 cores); a 4 s floor and 1 s margin made more.
+/// Encoder positions for a clip: Whisper's encoder sees 50 per second (1500 for 30 s); the
+/// clip plus two seconds, and at least ten seconds. A shorter context makes Whisper repeat
+/// itself: on twenty Piper renditions of a 2.4 s sentence, a 6 s floor looped on 8 with beam
+/// search (none greedily), an 8 or 10 s floor on none. On twelve espeak questions the fitted
+/// context made as many errors as the full 30 s one at a fraction of the time.
 pub fn fitted_audio_ctx(samples_16k: usize) -> i32 {
     const PER_SECOND: usize = 50;
     const MARGIN: usize = 2 * PER_SECOND;
-    const FLOOR: usize = 6 * PER_SECOND;
+    const FLOOR: usize = 10 * PER_SECOND;
     let needed = (samples_16k * PER_SECOND).div_ceil(16_000) + MARGIN;
     needed.clamp(FLOOR, 1500) as i32
 }
@@ -108,6 +104,10 @@ pub struct Stt {
 }
 
 static LOG_HOOK: Once = Once::new();
+
+/// Audio up to this long is encoded in a context fitted to it (see [`fitted_audio_ctx`]);
+/// longer audio goes through whisper.cpp's 30 s windows.
+const FIT_UP_TO_SAMPLES: usize = 28 * 16_000;
 
 impl Stt {
     /// Validates and loads a whisper.cpp model. Logs the load time. Takes the audit's pass:
@@ -139,66 +139,109 @@ impl Stt {
     }
 
     /// Transcribes 16 kHz mono audio. `progress` receives whisper.cpp's percent complete.
+    ///
+    /// Audio of up to 28 s is encoded in a context fitted to its length
+    /// ([`fitted_audio_ctx`]) instead of Whisper's fixed 30 s: 2-5x faster on short clips.
+    /// (Cutting longer audio into fitted chunks was tried: on a 60 s recording it was 6 %
+    /// faster greedy and 27 % with beam 5, but lost words; whisper.cpp's own windows stay.)
+    /// Threads: `opts.threads`, fewer while other processes keep cores busy
+    /// ([`crate::cpu::threads_free_now`]).
+    ///
+    /// Each call makes its own decoding state (~9 ms for tiny.en) and drops it after:
+    /// whisper.cpp seeds the random generator of its fallback sampling only when a state is
+    /// made, so a state kept across calls made a transcript depend on what was transcribed
+    /// before it (seen with beam 5 on jfk.wav).
     pub fn transcribe(
-        &self,
+        &mut self,
         samples_16k: &[f32],
         opts: &SttOptions,
         progress: Option<Box<dyn FnMut(i32)>>,
     ) -> Result<Vec<Segment>, SttError> {
         let mut state = self.ctx.create_state().map_err(SttError::Decode)?;
-        let strategy = if opts.beam_size <= 1 {
-            SamplingStrategy::Greedy { best_of: 1 }
-        } else {
-            SamplingStrategy::BeamSearch {
-                beam_size: opts.beam_size as i32,
-                patience: -1.0,
-            }
-        };
-        let mut params = FullParams::new(strategy);
-        params.set_n_threads(opts.threads.max(1) as i32);
-        params.set_language(Some(&opts.language));
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_special(false);
-        params.set_print_timestamps(false);
-        if let Some(cb) = progress {
-            params.set_progress_callback_safe::<_, Box<dyn FnMut(i32)>>(Some(cb));
-        }
         // whisper.cpp pads shorter input to 30 s itself; below 100 ms it refuses, so pad to
         // one second of silence rather than fail on a very short clip.
-        let padded;
-        let input = if samples_16k.len() < 16_000 {
-            padded = {
-                let mut v = samples_16k.to_vec();
-                v.resize(16_000, 0.0);
-                v
-            };
-            &padded[..]
-        } else {
-            samples_16k
-        };
-        if opts.fit_audio_ctx {
-            params.set_audio_ctx(fitted_audio_ctx(input.len()));
+        let mut input = std::borrow::Cow::Borrowed(samples_16k);
+        if input.len() < 16_000 {
+            input.to_mut().resize(16_000, 0.0);
         }
-        state.full(params, input).map_err(SttError::Decode)?;
-        let mut segments = Vec::new();
-        for seg in state.as_iter() {
-            let text = seg.to_str_lossy().map_err(SttError::Decode)?;
-            let text = text.trim();
-            if text.is_empty() {
-                continue;
-            }
-            // whisper.cpp timestamps are in units of 10 ms.
-            let start = Duration::from_millis(seg.start_timestamp().max(0) as u64 * 10);
-            let end = Duration::from_millis(seg.end_timestamp().max(0) as u64 * 10);
-            segments.push(Segment {
-                start,
-                end: end.max(start),
-                text: text.to_string(),
-            });
+        let threads = crate::cpu::threads_free_now(opts.threads);
+        let fitted = (input.len() <= FIT_UP_TO_SAMPLES).then(|| fitted_audio_ctx(input.len()));
+        let mut segments = decode(&mut state, &input, opts, threads, fitted, progress)?;
+        if fitted.is_some() && implausible(&segments, input.len()) {
+            // Whisper was trained on 30 s windows: when the shortened one yields nothing from
+            // several seconds of audio, or more words than anyone says in the time (a loop),
+            // the full window decides.
+            tracing::debug!(
+                stage = "stt",
+                "implausible transcript in the fitted context: decoding the full window"
+            );
+            segments = decode(&mut state, &input, opts, threads, None, None)?;
         }
         Ok(segments)
     }
+}
+
+/// Nothing from 5 s or more of audio, or more than five words a second (at least eight
+/// words): what a shortened context produces when it goes wrong. (Short clips with no words
+/// are common in dictation, a cough or a click: they are not decoded twice.)
+fn implausible(segments: &[Segment], samples_16k: usize) -> bool {
+    let words: usize = segments
+        .iter()
+        .map(|s| s.text.split_whitespace().count())
+        .sum();
+    let seconds = samples_16k as f64 / 16_000.0;
+    (words == 0 && seconds >= 5.0) || (words >= 8 && words as f64 > 5.0 * seconds.max(1.0))
+}
+
+/// One whisper.cpp pass over `audio` (`audio_ctx`: encoder positions, None for Whisper's
+/// full 30 s window), segments relative to its start.
+fn decode(
+    state: &mut whisper_rs::WhisperState,
+    audio: &[f32],
+    opts: &SttOptions,
+    threads: usize,
+    audio_ctx: Option<i32>,
+    progress: Option<Box<dyn FnMut(i32)>>,
+) -> Result<Vec<Segment>, SttError> {
+    let strategy = if opts.beam_size <= 1 {
+        SamplingStrategy::Greedy { best_of: 1 }
+    } else {
+        SamplingStrategy::BeamSearch {
+            beam_size: opts.beam_size as i32,
+            patience: -1.0,
+        }
+    };
+    let mut params = FullParams::new(strategy);
+    params.set_n_threads(threads.max(1) as i32);
+    params.set_language(Some(&opts.language));
+    params.set_print_progress(false);
+    params.set_print_realtime(false);
+    params.set_print_special(false);
+    params.set_print_timestamps(false);
+    if let Some(ctx) = audio_ctx {
+        params.set_audio_ctx(ctx);
+    }
+    if let Some(p) = progress {
+        params.set_progress_callback_safe::<_, Box<dyn FnMut(i32)>>(Some(p));
+    }
+    state.full(params, audio).map_err(SttError::Decode)?;
+    let mut segments = Vec::new();
+    for seg in state.as_iter() {
+        let text = seg.to_str_lossy().map_err(SttError::Decode)?;
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        // whisper.cpp timestamps are in units of 10 ms.
+        let start = Duration::from_millis(seg.start_timestamp().max(0) as u64 * 10);
+        let end = Duration::from_millis(seg.end_timestamp().max(0) as u64 * 10);
+        segments.push(Segment {
+            start,
+            end: end.max(start),
+            text: text.to_string(),
+        });
+    }
+    Ok(segments)
 }
 
 #[cfg(test)]
@@ -217,8 +260,28 @@ mod tests {
 
     #[test]
     fn the_fitted_context_covers_the_clip_within_whispers_limits() {
-        assert_eq!(fitted_audio_ctx(16_000), 300);
+        assert_eq!(fitted_audio_ctx(16_000), 500);
         assert_eq!(fitted_audio_ctx(16_000 * 10), 600);
         assert_eq!(fitted_audio_ctx(16_000 * 40), 1500);
+    }
+
+    #[test]
+    fn a_loop_or_silence_from_speech_is_implausible() {
+        let seg = |t: &str| Segment {
+            start: Duration::ZERO,
+            end: Duration::ZERO,
+            text: t.into(),
+        };
+        let loop3 = [seg(
+            "She has three brothers and two sisters, she has three brothers and two sisters.",
+        )];
+        assert!(implausible(&loop3, 38_400), "14 words in 2.4 s");
+        assert!(!implausible(
+            &[seg("She has three brothers and two sisters.")],
+            38_400
+        ));
+        assert!(implausible(&[], 6 * 16_000), "nothing from 6 s");
+        assert!(!implausible(&[], 16_000), "a 1 s click may hold no words");
+        assert!(!implausible(&[seg("no no no no")], 16_000), "few words");
     }
 }
