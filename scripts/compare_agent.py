@@ -168,6 +168,11 @@ def main() -> None:
                          f" {statistics.median(p) / statistics.median(s):6.2f}")
             print(line)
         print("ratio = python / sotto (above 1: sotto is faster)")
+        if len(answered) >= 10:
+            print("first turn vs tenth turn, sotto, ms after end-pointing: " + ", ".join(
+                f"{k} {rel(answered[0], k):.0f} vs {rel(answered[9], k):.0f}" for k in keys
+                if answered[0]["latency"].get(k) is not None
+                and answered[9]["latency"].get(k) is not None))
         print(f"\nsotto stages (ms)  {'median':>8} {'p90':>6}")
         for k in ["stt_ms", "llm_prefill_ms", "tts_first_clause_ms"]:
             v = [t["stages"][k] for t in answered if t["stages"].get(k) is not None]

@@ -123,6 +123,8 @@ pub struct Settings {
     pub max_sentences: usize,
     pub commands: Commands,
     pub action_log: Option<PathBuf>,
+    /// How long a confirmation question waits for its answer, from when it finished playing.
+    pub confirm_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -137,6 +139,7 @@ impl Default for Settings {
             max_sentences: 1,
             commands: Commands::default(),
             action_log: None,
+            confirm_timeout: Duration::from_secs(8),
         }
     }
 }
@@ -234,6 +237,13 @@ pub enum Cmd {
         invocation: Invocation,
         transcript: String,
     },
+    /// A stage in an action's life for the action log (the actions thread writes it).
+    Log {
+        turn: u64,
+        stage: commands::Stage,
+        invocation: Invocation,
+        transcript: String,
+    },
     Report(Box<TurnRecord>),
     Quit,
 }
@@ -309,6 +319,17 @@ impl TurnRecord {
     }
 }
 
+/// A command whose confirmation question was asked.
+struct Pending {
+    invocation: Invocation,
+    transcript: String,
+    question: String,
+    /// The turn that asked the question.
+    asked_in: u64,
+    /// Set once the question has been spoken: no answer by then and it expires.
+    expires_at: Option<Instant>,
+}
+
 struct Turn {
     id: u64,
     end_of_speech: Instant,
@@ -324,7 +345,7 @@ pub struct Coordinator {
     pub state: State,
     turn: Option<Turn>,
     /// A command waiting for "yes".
-    pending_confirm: Option<(Invocation, String)>,
+    pending_confirm: Option<Pending>,
     /// A cancelled turn waiting for playback to confirm the stop.
     interrupted: Option<TurnRecord>,
     awake_until: Option<Instant>,
@@ -519,6 +540,9 @@ impl Coordinator {
             }
             Event::Drained { turn } => {
                 if self.live(turn) {
+                    if let Some(p) = self.pending_confirm.as_mut().filter(|p| p.asked_in == turn) {
+                        p.expires_at = Some(now + self.settings.confirm_timeout);
+                    }
                     self.end_turn(&mut out);
                     self.start_echo_tail(now);
                 }
@@ -562,6 +586,25 @@ impl Coordinator {
     /// Timers and the end of the session; call regularly.
     pub fn tick(&mut self, now: Instant) -> Vec<Cmd> {
         let mut out = Vec::new();
+        if self
+            .pending_confirm
+            .as_ref()
+            .and_then(|p| p.expires_at)
+            .is_some_and(|at| at <= now)
+            && let Some(p) = self.pending_confirm.take()
+        {
+            tracing::info!(
+                stage = "agent",
+                command = p.invocation.command,
+                "confirmation expired"
+            );
+            out.push(Cmd::Log {
+                turn: p.asked_in,
+                stage: commands::Stage::Expired,
+                invocation: p.invocation,
+                transcript: p.transcript,
+            });
+        }
         if self.unmute_at.is_some_and(|at| at <= now) {
             self.unmute_at = None;
             self.muted = false;
@@ -608,13 +651,31 @@ impl Coordinator {
             t.request = text.clone();
         }
         self.state = State::Thinking;
-        if let Some((inv, transcript)) = self.pending_confirm.take() {
-            if commands::is_yes(&text) {
-                self.run_command(turn, inv, transcript, out);
-            } else {
-                self.say(turn, TurnOutcome::Declined, "Okay, I won't.", out);
+        if let Some(p) = self.pending_confirm.take() {
+            let reply = commands::read_reply(&text, &p.question);
+            let stage = match reply {
+                commands::Reply::Yes => commands::Stage::Confirmed,
+                commands::Reply::No => commands::Stage::Declined,
+                commands::Reply::Other => commands::Stage::Cancelled,
+            };
+            out.push(Cmd::Log {
+                turn,
+                stage,
+                invocation: p.invocation.clone(),
+                transcript: text.clone(),
+            });
+            match reply {
+                commands::Reply::Yes => {
+                    self.run_command(turn, p.invocation, p.transcript, out);
+                    return;
+                }
+                commands::Reply::No => {
+                    self.say(turn, TurnOutcome::Declined, "Okay, I won't.", out);
+                    return;
+                }
+                // Not an answer: the question is dropped and this is a request of its own.
+                commands::Reply::Other => {}
             }
-            return;
         }
         match self.settings.commands.match_transcript(&text) {
             Match::Command(inv) => self.command(turn, inv, text, false, out),
@@ -657,12 +718,24 @@ impl Coordinator {
                 .commands
                 .get(&inv.command)
                 .is_some_and(|c| c.confirm);
+        out.push(Cmd::Log {
+            turn,
+            stage: commands::Stage::Requested,
+            invocation: inv.clone(),
+            transcript: transcript.clone(),
+        });
         if confirm {
             let question = format!(
                 "Should I {}? Say yes or no.",
                 self.settings.commands.describe(&inv)
             );
-            self.pending_confirm = Some((inv, transcript));
+            self.pending_confirm = Some(Pending {
+                invocation: inv,
+                transcript,
+                question: question.clone(),
+                asked_in: turn,
+                expires_at: None,
+            });
             self.say(turn, TurnOutcome::Confirm, &question, out);
         } else {
             self.run_command(turn, inv, transcript, out);
@@ -741,10 +814,20 @@ enum Play {
     },
 }
 
-struct ActJob {
-    turn: u64,
-    invocation: Invocation,
-    transcript: String,
+enum ActJob {
+    /// Log "started", run the action, log "finished".
+    Run {
+        turn: u64,
+        invocation: Invocation,
+        transcript: String,
+    },
+    /// Log a stage decided by the coordinator.
+    Log {
+        turn: u64,
+        stage: commands::Stage,
+        invocation: Invocation,
+        transcript: String,
+    },
 }
 
 /// What a finished session reports.
@@ -1103,40 +1186,76 @@ pub fn run(
         let log = settings.action_log.clone().map(|path| ActionLog { path });
         let commands = settings.commands.clone();
         spawn("actions", move || {
+            let record = |turn: u64,
+                          stage: commands::Stage,
+                          inv: &Invocation,
+                          transcript: &str,
+                          arguments: Vec<String>,
+                          result: Option<&Outcome>| {
+                let Some(log) = &log else { return };
+                let entry = commands::LogEntry {
+                    time: crate::audit::identity::now_rfc3339(),
+                    turn,
+                    stage,
+                    transcript,
+                    command: &inv.command,
+                    slots: &inv.slots,
+                    arguments,
+                    result,
+                };
+                if let Err(e) = log.append(&entry) {
+                    tracing::warn!(stage = "actions", path = %log.path.display(), error = %e, "cannot write the action log");
+                }
+            };
             for job in act_rx.iter() {
-                let action = commands.resolve(&job.invocation);
+                let (turn, invocation, transcript) = match job {
+                    ActJob::Log {
+                        turn,
+                        stage,
+                        invocation,
+                        transcript,
+                    } => {
+                        record(turn, stage, &invocation, &transcript, Vec::new(), None);
+                        continue;
+                    }
+                    ActJob::Run {
+                        turn,
+                        invocation,
+                        transcript,
+                    } => (turn, invocation, transcript),
+                };
+                let action = commands.resolve(&invocation);
+                let arguments = action.as_ref().map(commands::arguments).unwrap_or_default();
+                record(
+                    turn,
+                    commands::Stage::Started,
+                    &invocation,
+                    &transcript,
+                    arguments.clone(),
+                    None,
+                );
                 let outcome = match &action {
                     Some(a) => commands::execute(a),
                     None => Outcome::Failed {
-                        message: format!("no command {:?}", job.invocation.command),
+                        message: format!("no command {:?}", invocation.command),
                     },
                 };
                 tracing::info!(
                     stage = "actions",
-                    turn = job.turn,
-                    command = job.invocation.command,
+                    turn,
+                    command = invocation.command,
                     ?outcome,
                     "action"
                 );
-                if let Some(log) = &log {
-                    let entry = commands::LogEntry {
-                        time: crate::audit::identity::now_rfc3339(),
-                        turn: job.turn,
-                        transcript: &job.transcript,
-                        command: &job.invocation.command,
-                        slots: &job.invocation.slots,
-                        arguments: action.as_ref().map(commands::arguments).unwrap_or_default(),
-                        result: &outcome,
-                    };
-                    if let Err(e) = log.append(&entry) {
-                        tracing::warn!(stage = "actions", path = %log.path.display(), error = %e, "cannot write the action log");
-                    }
-                }
-                let done = Event::ActionDone {
-                    turn: job.turn,
-                    outcome,
-                };
-                if ev.send(done).is_err() {
+                record(
+                    turn,
+                    commands::Stage::Finished,
+                    &invocation,
+                    &transcript,
+                    arguments,
+                    Some(&outcome),
+                );
+                if ev.send(Event::ActionDone { turn, outcome }).is_err() {
                     break;
                 }
             }
@@ -1213,8 +1332,21 @@ pub fn run(
                     invocation,
                     transcript,
                 } => {
-                    let _ = act_tx.send(ActJob {
+                    let _ = act_tx.send(ActJob::Run {
                         turn,
+                        invocation,
+                        transcript,
+                    });
+                }
+                Cmd::Log {
+                    turn,
+                    stage,
+                    invocation,
+                    transcript,
+                } => {
+                    let _ = act_tx.send(ActJob::Log {
+                        turn,
+                        stage,
                         invocation,
                         transcript,
                     });
@@ -1343,8 +1475,16 @@ confirm = true
             .collect()
     }
 
-    /// Drives one turn up to its transcript.
+    /// Drives one turn up to its transcript; returns what the coordinator asks for, without
+    /// the action-log lines (see `logged`).
     fn heard(c: &mut Coordinator, turn: u64, text: &str, t: Instant) -> Vec<Cmd> {
+        heard_all(c, turn, text, t)
+            .into_iter()
+            .filter(|c| !matches!(c, Cmd::Log { .. }))
+            .collect()
+    }
+
+    fn heard_all(c: &mut Coordinator, turn: u64, text: &str, t: Instant) -> Vec<Cmd> {
         c.handle(Event::SpeechStarted { at: t }, t);
         c.handle(Event::UtteranceEnded { turn, at: t }, t);
         c.handle(
@@ -1356,6 +1496,76 @@ confirm = true
             },
             t,
         )
+    }
+
+    fn logged(cmds: &[Cmd]) -> Vec<commands::Stage> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Cmd::Log { stage, .. } => Some(*stage),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn acts(cmds: &[Cmd]) -> usize {
+        cmds.iter().filter(|c| matches!(c, Cmd::Act { .. })).count()
+    }
+
+    #[test]
+    fn a_pending_confirmation_expires_and_then_never_runs() {
+        use commands::Stage::*;
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut c = Coordinator::new(settings(), t0);
+        let cmds = heard_all(&mut c, 1, "Delete everything", at(0));
+        assert_eq!(logged(&cmds), vec![Requested]);
+        // The question finishes playing at 2 s; 8 s later it has expired.
+        c.handle(Event::Drained { turn: 1 }, at(2));
+        assert!(logged(&c.tick(at(9))).is_empty(), "not yet");
+        assert_eq!(logged(&c.tick(at(10))), vec![Expired]);
+        let cmds = heard_all(&mut c, 2, "Yes.", at(11));
+        assert_eq!(
+            acts(&cmds),
+            0,
+            "an expired confirmation does not run: {cmds:?}"
+        );
+    }
+
+    #[test]
+    fn another_request_cancels_a_pending_confirmation_and_is_answered() {
+        use commands::Stage::*;
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(settings(), t0);
+        heard_all(&mut c, 1, "Delete everything", t0);
+        c.handle(Event::Drained { turn: 1 }, t0);
+        let cmds = heard_all(&mut c, 2, "What is the capital of France?", t0);
+        assert_eq!(logged(&cmds), vec![Cancelled]);
+        assert!(
+            cmds.iter().any(|c| matches!(c, Cmd::Respond { .. })),
+            "{cmds:?}"
+        );
+        c.handle(Event::Drained { turn: 2 }, t0);
+        // The cancelled command is gone: a later "yes" runs nothing.
+        let cmds = heard_all(&mut c, 3, "Yes.", t0);
+        assert_eq!(acts(&cmds), 0);
+    }
+
+    #[test]
+    fn negative_and_unclear_answers_through_the_coordinator_run_nothing() {
+        let t0 = Instant::now();
+        for reply in [
+            "Please don't.",
+            "No, don't do it.",
+            "Okay, no, stop.",
+            "Maybe.",
+        ] {
+            let mut c = Coordinator::new(settings(), t0);
+            heard(&mut c, 1, "Delete everything", t0);
+            c.handle(Event::Drained { turn: 1 }, t0);
+            let cmds = heard_all(&mut c, 2, reply, t0);
+            assert_eq!(acts(&cmds), 0, "{reply:?}: {cmds:?}");
+            assert_eq!(logged(&cmds), vec![commands::Stage::Declined], "{reply:?}");
+        }
     }
 
     #[test]
@@ -1560,8 +1770,13 @@ confirm = true
         c.handle(Event::Drained { turn: 3 }, t0);
         heard(&mut c, 4, "Delete everything", t0);
         c.handle(Event::Drained { turn: 4 }, t0);
-        let cmds = heard(&mut c, 5, "Yes, do it.", t0);
-        assert!(matches!(&cmds[0], Cmd::Act { invocation, .. } if invocation.command == "delete"));
+        let cmds = heard_all(&mut c, 5, "Yes, do it.", t0);
+        assert_eq!(logged(&cmds), vec![commands::Stage::Confirmed]);
+        assert!(
+            cmds.iter().any(
+                |c| matches!(c, Cmd::Act { invocation, .. } if invocation.command == "delete")
+            )
+        );
     }
 
     #[test]
@@ -1573,13 +1788,17 @@ confirm = true
             panic!("{cmds:?}")
         };
         assert_eq!(options[0].command, "lamp-on");
-        let cmds = c.handle(
-            Event::Routed {
-                turn: 1,
-                choice: Some(options[0].clone()),
-            },
-            t0,
-        );
+        let cmds: Vec<Cmd> = c
+            .handle(
+                Event::Routed {
+                    turn: 1,
+                    choice: Some(options[0].clone()),
+                },
+                t0,
+            )
+            .into_iter()
+            .filter(|c| !matches!(c, Cmd::Log { .. }))
+            .collect();
         assert!(
             matches!(&cmds[0], Cmd::Say { text, .. } if text.starts_with("Should I turn on the lamp?")),
             "{cmds:?}"

@@ -337,10 +337,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat(&models, &config, args),
         Command::Say(args) => say(&models, &config, args),
         Command::Dictate(args) => dictate(&models, &config, args),
-        Command::Ctl { command } => match crate::ptt::send(&crate::ptt::socket_path(), &command) {
-            Ok(_) => Ok(ExitCode::SUCCESS),
-            Err(e) => bail!("{e}"),
-        },
+        Command::Ctl { command } => {
+            crate::ptt::send(&command)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Devices => {
             for line in crate::capture::list_devices() {
                 println!("{line}");
@@ -1151,25 +1151,37 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         Err(code) => return Ok(code),
     };
     let t0 = Instant::now();
-    let stt = Stt::load(&pass, &whisper)?;
-    let mut llm = crate::llm::Llm::load(
-        &pass,
-        &gguf,
-        &gguf.with_file_name("tokenizer.json"),
-        Some(config.system_prompt.clone()),
-        args.threads.unwrap_or_else(stt::default_threads),
-    )?;
-    llm.warm_up()?;
-    let mut tts = crate::tts::Tts::load(
-        &pass,
-        &onnx,
-        &crate::tts::default_runtime_path(&models.root),
-    )?;
-    let warm = tts.synthesize("Ready.", 1.0)?;
-    let tts_rate_hz = warm.sample_rate_hz;
+    // The three engines load and warm up at once, each on its own thread (on 2 cores the
+    // voice's ONNX session and the LLM's weights overlap instead of queueing).
+    let threads = args.threads.unwrap_or_else(stt::default_threads);
+    let runtime = crate::tts::default_runtime_path(&models.root);
+    let (stt, llm, tts) = std::thread::scope(|s| {
+        let stt = s.spawn(|| Stt::load(&pass, &whisper));
+        let llm = s.spawn(|| -> anyhow::Result<crate::llm::Llm> {
+            let mut llm = crate::llm::Llm::load(
+                &pass,
+                &gguf,
+                &gguf.with_file_name("tokenizer.json"),
+                Some(config.system_prompt.clone()),
+                threads,
+            )?;
+            llm.warm_up()?;
+            Ok(llm)
+        });
+        let tts = s.spawn(|| crate::tts::Tts::load(&pass, &onnx, &runtime));
+        let panicked = |what| anyhow::anyhow!("loading the {what} panicked");
+        (
+            stt.join().map_err(|_| panicked("speech recogniser")),
+            llm.join().map_err(|_| panicked("language model")),
+            tts.join().map_err(|_| panicked("voice")),
+        )
+    });
+    let (stt, llm, tts) = (stt??, llm??, tts??);
+    let tts_rate_hz = tts.sample_rate_hz;
     tracing::info!(
         stage = "agent",
         ms = t0.elapsed().as_millis() as u64,
+        since_start_ms = process_start().elapsed().as_millis() as u64,
         "models loaded and warm"
     );
 

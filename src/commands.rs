@@ -547,30 +547,108 @@ fn parse_number(words: &[String]) -> Option<u64> {
     }
 }
 
-/// Whether a reply to "shall I…?" means yes.
-pub fn is_yes(transcript: &str) -> bool {
-    const YES: &[&str] = &[
-        "yes",
-        "yeah",
-        "yep",
-        "yup",
-        "sure",
-        "ok",
-        "okay",
-        "confirm",
-        "confirmed",
-        "correct",
-        "affirmative",
-        "please",
-    ];
-    let words = normalise(transcript);
-    words.first().is_some_and(|w| YES.contains(&w.as_str()))
-        || words.windows(2).any(|w| {
-            matches!(
-                (w[0].as_str(), w[1].as_str()),
-                ("do", "it") | ("go", "ahead")
-            )
-        })
+/// What a reply to "Should I …?" says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Plainly yes: affirmations only (and words of the question itself).
+    Yes,
+    /// Any negation anywhere, or a yes mixed with anything else (unclear is no).
+    No,
+    /// Neither yes nor no: a new request, which cancels the question.
+    Other,
+}
+
+/// Words that make a reply "no" wherever they appear ("Okay, no, stop", "Please don't").
+const NEGATIONS: &[&str] = &[
+    "no",
+    "nope",
+    "nah",
+    "nay",
+    "not",
+    "never",
+    "don't",
+    "dont",
+    "do'nt",
+    "stop",
+    "cancel",
+    "cancelled",
+    "abort",
+    "wait",
+    "hold",
+    "hang",
+    "halt",
+    "quit",
+    "skip",
+    "negative",
+    "nevermind",
+    "forget",
+    "later",
+    "wrong",
+    "mistake",
+    "undo",
+    "none",
+    "nothing",
+];
+
+/// Affirmations; a yes needs at least one of these (or "go ahead", "do it", "of course").
+const AFFIRMATIONS: &[&str] = &[
+    "yes",
+    "yeah",
+    "yep",
+    "yup",
+    "yea",
+    "ya",
+    "sure",
+    "ok",
+    "okay",
+    "confirm",
+    "confirmed",
+    "correct",
+    "affirmative",
+    "absolutely",
+    "definitely",
+    "certainly",
+    "alright",
+    "proceed",
+];
+
+/// Words that may go with an affirmation without making it unclear.
+const FILLERS: &[&str] = &[
+    "please", "go", "ahead", "do", "it", "right", "all", "fine", "good", "great", "sounds",
+    "that's", "thats", "that", "is", "of", "course", "indeed", "exactly", "thanks", "thank", "you",
+    "uh", "um", "so", "well", "oh", "i", "mean", "would", "like", "that", "yes",
+];
+
+/// Reads a reply to a confirmation question, deterministically. Any negation wins (a word
+/// of [`NEGATIONS`] or any word ending in "n't"); a reply of affirmations, fillers and words
+/// of `question` is yes; an affirmation with anything else is unclear, and unclear is no; a
+/// reply with no affirmation is [`Reply::Other`] unless it is a word or two (a "hmm" or a
+/// "what?" is unclear too).
+pub fn read_reply(reply: &str, question: &str) -> Reply {
+    let words = normalise(&reply.replace('\u{2019}', "'"));
+    let asked = normalise(question);
+    let negated = words
+        .iter()
+        .any(|w| NEGATIONS.contains(&w.as_str()) || w.ends_with("n't"));
+    if negated {
+        return Reply::No;
+    }
+    let phrase = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
+    let affirmed = words.iter().any(|w| AFFIRMATIONS.contains(&w.as_str()))
+        || phrase("go", "ahead")
+        || phrase("do", "it")
+        || phrase("of", "course");
+    if !affirmed {
+        return if words.len() <= 2 {
+            Reply::No
+        } else {
+            Reply::Other
+        };
+    }
+    let plain = words.iter().all(|w| {
+        AFFIRMATIONS.contains(&w.as_str()) || FILLERS.contains(&w.as_str()) || asked.contains(w)
+    });
+    if plain { Reply::Yes } else { Reply::No }
 }
 
 /// How an action ended.
@@ -658,16 +736,39 @@ fn run_program(program: &str, args: &[String]) -> Outcome {
     }
 }
 
+/// A stage in the life of one action, as the action log records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// A command was matched (or picked) for a transcript.
+    Requested,
+    /// "Yes" to its confirmation question.
+    Confirmed,
+    /// "No" (or an unclear reply) to its confirmation question.
+    Declined,
+    /// Its confirmation question went unanswered.
+    Expired,
+    /// Another request came instead of an answer.
+    Cancelled,
+    /// About to run (written and synced before the action starts).
+    Started,
+    /// Ran, with its result.
+    Finished,
+}
+
 /// One line of the action log.
 #[derive(Clone, Debug, Serialize)]
 pub struct LogEntry<'a> {
     pub time: String,
     pub turn: u64,
+    pub stage: Stage,
     pub transcript: &'a str,
     pub command: &'a str,
     pub slots: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub arguments: Vec<String>,
-    pub result: &'a Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'a Outcome>,
 }
 
 /// The action log: JSON lines appended to a file (created with its directory).
@@ -684,6 +785,9 @@ impl ActionLog {
             .join("actions.jsonl")
     }
 
+    /// Appends one line with a single write (the file is opened `O_APPEND`, so lines from
+    /// several writers never interleave). A `Started` line is synced to disk before this
+    /// returns: an action that never finishes (power cut, crash) still left its record.
     pub fn append(&self, entry: &LogEntry) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
@@ -692,8 +796,13 @@ impl ActionLog {
             .create(true)
             .append(true)
             .open(&self.path)?;
-        let line = serde_json::to_string(entry).map_err(std::io::Error::other)?;
-        writeln!(f, "{line}")
+        let mut line = serde_json::to_string(entry).map_err(std::io::Error::other)?;
+        line.push('\n');
+        f.write_all(line.as_bytes())?;
+        if entry.stage == Stage::Started {
+            f.sync_data()?;
+        }
+        Ok(())
     }
 }
 
@@ -846,12 +955,74 @@ slots.app = { values = ["firefox", "the terminal"] }
         );
     }
 
+    const QUESTION: &str = "Should I turn on the lamp? Say yes or no.";
+
     #[test]
-    fn yes_and_no() {
-        assert!(is_yes("Yes."));
-        assert!(is_yes("Yeah, do it"));
-        assert!(!is_yes("No."));
-        assert!(!is_yes("not now"));
+    fn plain_yeses_confirm() {
+        for yes in [
+            "Yes.",
+            "Yeah, do it",
+            "Yes please.",
+            "Sure, go ahead.",
+            "Okay.",
+            "Yes, turn on the lamp.",
+            "Absolutely, yes.",
+            "Yep!",
+        ] {
+            assert_eq!(read_reply(yes, QUESTION), Reply::Yes, "{yes:?}");
+        }
+    }
+
+    #[test]
+    fn sixteen_negative_replies_never_confirm() {
+        let negatives = [
+            "No.",
+            "Nope.",
+            "Please don't.",
+            "No, don't do it.",
+            "Okay, no, stop.",
+            "Don\u{2019}t.",
+            "Do not do that.",
+            "Cancel.",
+            "Never mind.",
+            "Stop!",
+            "No thanks.",
+            "Not now.",
+            "Wait, no.",
+            "Hold on.",
+            "Yes, I mean no.",
+            "Absolutely not.",
+        ];
+        assert_eq!(negatives.len(), 16);
+        for no in negatives {
+            assert_eq!(read_reply(no, QUESTION), Reply::No, "{no:?}");
+        }
+    }
+
+    #[test]
+    fn eight_unclear_replies_never_confirm() {
+        let unclear = [
+            "Maybe.",
+            "Hmm.",
+            "What?",
+            "I guess.",
+            "Yes, but turn it off first.",
+            "Sure, why would you ask.",
+            "Okay whatever you think is best",
+            "Yes and the kitchen too.",
+        ];
+        assert_eq!(unclear.len(), 8);
+        for u in unclear {
+            assert_ne!(read_reply(u, QUESTION), Reply::Yes, "{u:?}");
+        }
+    }
+
+    #[test]
+    fn a_different_request_is_neither_yes_nor_no() {
+        assert_eq!(
+            read_reply("What is the weather like in Paris?", QUESTION),
+            Reply::Other
+        );
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub enum DictationError {
     #[error("push-to-talk control {0}")]
     Control(String, #[source] std::io::Error),
     #[error(transparent)]
+    ControlSocket(#[from] ptt::ControlError),
+    #[error(transparent)]
     Hotkey(#[from] crate::hotkey::HotkeyError),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
@@ -568,9 +570,7 @@ fn spawn_ptt(
     actions: Sender<ptt::Action>,
     cancelled_through: Arc<AtomicU64>,
 ) -> Result<JoinHandle<Result<(), DictationError>>, DictationError> {
-    let path = ptt::socket_path();
-    let listener =
-        ptt::bind(&path).map_err(|e| DictationError::Control(path.display().to_string(), e))?;
+    let (path, listener) = ptt::bind()?;
     listener
         .set_nonblocking(true)
         .map_err(|e| DictationError::Control(path.display().to_string(), e))?;

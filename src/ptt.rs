@@ -99,43 +99,187 @@ pub fn step(m: Machine, event: Event, mode: Mode, now: Instant) -> (Machine, Act
     (edge(state), action)
 }
 
-/// The control socket: `$XDG_RUNTIME_DIR/sotto/ctl.sock`, else `/tmp/sotto-$UID/ctl.sock`,
-/// in a directory only the user can enter.
-pub fn socket_path() -> PathBuf {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
+/// The control socket's directory: `$XDG_RUNTIME_DIR/sotto`, else `sotto/run` in the user's
+/// own cache directory (`~/.cache`, `~/Library/Caches`). Never a shared directory such as
+/// `/tmp`, where another local user could plant a symlink or a socket of their own first.
+pub fn control_dir() -> Result<PathBuf, ControlError> {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // SAFETY: getuid has no preconditions and cannot fail.
-            let uid = unsafe { libc_getuid() };
-            PathBuf::from(format!("/tmp/sotto-{uid}"))
+        .filter(|p| p.is_absolute());
+    match runtime {
+        Some(dir) => Ok(dir.join("sotto")),
+        None => dirs::cache_dir()
+            .filter(|p| p.is_absolute())
+            .map(|d| d.join("sotto").join("run"))
+            .ok_or(ControlError::NoPrivateDir),
+    }
+}
+
+pub fn socket_path() -> Result<PathBuf, ControlError> {
+    Ok(control_dir()?.join("ctl.sock"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "no private directory for the control socket: set XDG_RUNTIME_DIR, or HOME for a cache directory"
+    )]
+    NoPrivateDir,
+    #[error("{path}: {reason}; refusing to use it for the control socket")]
+    Unsafe { path: PathBuf, reason: String },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Peer { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
+    move |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Makes `dir` a private directory of this user, or proves it already is one: created with
+/// mode 0700, then opened without following a symlink (`O_NOFOLLOW`) and checked through the
+/// open descriptor (a directory, owned by this user, mode 0700 — tightened through the
+/// descriptor if it is looser). A symlink, another user's directory, or a parent others may
+/// write to is an error; nothing outside the directory is ever changed.
+pub fn private_dir(dir: &Path) -> Result<(), ControlError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let unsafe_dir = |reason: String| ControlError::Unsafe {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let parent = dir
+        .parent()
+        .ok_or_else(|| unsafe_dir("no parent directory".into()))?;
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let pmeta = std::fs::metadata(parent).map_err(io_err(parent))?;
+    let others_write = pmeta.mode() & 0o022 != 0;
+    let sticky = pmeta.mode() & 0o1000 != 0;
+    if others_write && !sticky && pmeta.uid() != uid() {
+        return Err(ControlError::Unsafe {
+            path: parent.to_path_buf(),
+            reason: "other users may write to it".into(),
         });
-    base.join("sotto").join("ctl.sock")
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(dir)(e)),
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+                unsafe_dir("it is a symlink or not a directory".into())
+            }
+            _ => io_err(dir)(e),
+        })?;
+    let meta = f.metadata().map_err(io_err(dir))?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir("not a directory".into()));
+    }
+    if meta.uid() != uid() {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not by you (uid {})",
+            meta.uid(),
+            uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // Ours, opened without following links: tightening it through the descriptor
+        // cannot reach anything else.
+        f.set_permissions(std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(dir))?;
+        let again = f.metadata().map_err(io_err(dir))?;
+        if again.mode() & 0o077 != 0 {
+            return Err(unsafe_dir(format!(
+                "mode {:o} could not be made 0700",
+                again.mode() & 0o777
+            )));
+        }
+    }
+    Ok(())
 }
 
-unsafe extern "C" {
-    #[link_name = "getuid"]
-    fn libc_getuid() -> u32;
+/// The user id of the process at the other end of a Unix socket.
+pub fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    #[cfg(target_os = "linux")]
+    {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `cred` and `len` are valid for writes of the sizes given; the descriptor is
+        // the stream's own.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(cred.uid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (mut uid, mut gid) = (0, 0);
+        // SAFETY: both out-pointers are valid; the descriptor is the stream's own.
+        let r = unsafe { libc::getpeereid(s.as_raw_fd(), &mut uid, &mut gid) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(uid)
+    }
 }
 
-/// Binds the control socket (directory 0700, socket 0600), replacing a stale one.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+/// Binds the control socket (mode 0600) in the private control directory, replacing a stale
+/// socket of this user's; anything else at that path is an error.
+pub fn bind() -> Result<(PathBuf, UnixListener), ControlError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dir = control_dir()?;
+    private_dir(&dir)?;
+    let path = dir.join("ctl.sock");
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        if !meta.file_type().is_socket() || meta.uid() != uid() {
+            return Err(ControlError::Unsafe {
+                path,
+                reason: "something other than this user's socket is there".into(),
+            });
+        }
+        if UnixStream::connect(&path).is_ok() {
+            return Err(ControlError::Peer {
+                path,
+                message: "another sotto is already listening".into(),
+            });
+        }
+        std::fs::remove_file(&path).map_err(io_err(&path))?;
     }
-    if UnixStream::connect(path).is_ok() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            format!("{}: another sotto is already listening", path.display()),
-        ));
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let listener = UnixListener::bind(&path).map_err(io_err(&path))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(&path))?;
+    Ok((path, listener))
 }
 
 /// Parses a control command.
@@ -150,7 +294,15 @@ pub fn parse_command(line: &str) -> Option<Event> {
 }
 
 /// Serves one connection: reads command lines, forwards events, answers "ok" or an error.
+/// A client running as another user is turned away.
 pub fn serve(stream: UnixStream, events: &crossbeam_channel::Sender<Event>) {
+    match peer_uid(&stream) {
+        Ok(u) if u == uid() => {}
+        other => {
+            tracing::warn!(stage = "ptt", peer = ?other, "control connection from another user refused");
+            return;
+        }
+    }
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
@@ -172,22 +324,48 @@ pub fn serve(stream: UnixStream, events: &crossbeam_channel::Sender<Event>) {
     }
 }
 
-/// `sotto ctl COMMAND`: sends one command to a running `sotto dictate --ptt`.
-pub fn send(path: &Path, command: &str) -> Result<String, String> {
-    let mut s = UnixStream::connect(path).map_err(|e| {
-        format!(
-            "{}: {e}; is `sotto dictate --ptt …` running?",
-            path.display()
-        )
-    })?;
+/// `sotto ctl COMMAND`: sends one command to a running `sotto dictate --ptt`, after checking
+/// that the socket is this user's, in this user's private directory, and that the process
+/// listening on it runs as this user (so nothing else can pose as sotto and take the command).
+pub fn send(command: &str) -> Result<String, ControlError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = control_dir()?;
+    private_dir(&dir)?;
+    let path = dir.join("ctl.sock");
+    let peer = |message: String| ControlError::Peer {
+        path: path.clone(),
+        message,
+    };
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| peer(format!("{e}; is `sotto dictate --ptt …` running?")))?;
+    if meta.uid() != uid() {
+        return Err(peer(format!(
+            "the socket is owned by uid {}, not by you (uid {}): not sending",
+            meta.uid(),
+            uid()
+        )));
+    }
+    let mut s = UnixStream::connect(&path)
+        .map_err(|e| peer(format!("{e}; is `sotto dictate --ptt …` running?")))?;
+    let owner = peer_uid(&s).map_err(|e| peer(format!("cannot tell who listens: {e}")))?;
+    if owner != uid() {
+        return Err(peer(format!(
+            "the process listening runs as uid {owner}, not as you (uid {}): not sending",
+            uid()
+        )));
+    }
     s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    writeln!(s, "{command}").map_err(|e| e.to_string())?;
+    writeln!(s, "{command}").map_err(|e| peer(e.to_string()))?;
     let mut reply = String::new();
     BufReader::new(s)
         .read_line(&mut reply)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| peer(e.to_string()))?;
     let reply = reply.trim().to_string();
-    if reply == "ok" { Ok(reply) } else { Err(reply) }
+    if reply == "ok" {
+        Ok(reply)
+    } else {
+        Err(peer(reply))
+    }
 }
 
 #[cfg(test)]
@@ -282,5 +460,38 @@ mod tests {
         assert_eq!(parse_command("start\n"), Some(Press));
         assert_eq!(parse_command("toggle"), Some(Toggle));
         assert_eq!(parse_command("launch"), Option::None);
+    }
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_private_dir_is_made_0700_and_a_planted_symlink_is_refused_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let good = tmp.path().join("a").join("sotto");
+        private_dir(&good).unwrap();
+        assert_eq!(std::fs::metadata(&good).unwrap().mode() & 0o777, 0o700);
+        // Loose but ours: tightened.
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&good).unwrap();
+        assert_eq!(std::fs::metadata(&good).unwrap().mode() & 0o777, 0o700);
+        // A symlink to somewhere else: refused, and the target keeps its mode.
+        let target = tmp.path().join("victim");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = tmp.path().join("b").join("sotto");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = private_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o755);
+        // A plain file in its place: refused.
+        let file = tmp.path().join("c").join("sotto");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"x").unwrap();
+        assert!(private_dir(&file).is_err());
     }
 }

@@ -284,11 +284,12 @@ reply = "The lamp is on."
     // The action ran exactly once, with its fixed arguments.
     assert_eq!(std::fs::read_to_string(&lamp).unwrap(), "lamp\non\n");
     let log = turns(&actions);
-    assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(log[0]["command"], "lamp-on");
-    assert_eq!(log[0]["result"]["status"], "ok");
+    let stages: Vec<&str> = log.iter().map(|l| l["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["requested", "started", "finished"], "{log:?}");
+    assert!(log.iter().all(|l| l["command"] == "lamp-on"));
+    assert_eq!(log[2]["result"]["status"], "ok");
     assert_eq!(
-        log[0]["arguments"],
+        log[2]["arguments"],
         serde_json::json!([program.display().to_string(), "lamp", "on"])
     );
     assert!(
@@ -560,6 +561,96 @@ run = ["{p}", "lamp"]
         lines[1]
     );
     let log = turns(&actions);
-    assert_eq!(log.len(), 1);
-    assert_eq!(log[0]["command"], "note");
+    let stages: Vec<&str> = log.iter().map(|l| l["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["requested", "started", "finished"], "{log:?}");
+    assert!(log.iter().all(|l| l["command"] == "note"));
+}
+
+#[test]
+fn the_action_log_shows_the_whole_life_of_each_action_and_no_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran.log");
+    let program = recorder_program(dir.path(), &ran);
+    let commands = sotto::commands::Commands::parse(
+        &dir.path().join("commands.toml"),
+        &format!(
+            r#"
+[[command]]
+name = "delete"
+phrases = ["delete the old files"]
+run = ["{}", "deleted"]
+confirm = true
+"#,
+            program.display()
+        ),
+    )
+    .unwrap();
+    // Asked, refused; asked, confirmed. Real listener, matcher, coordinator, runner and log;
+    // the transcripts are scripted (speech recognition is not what is tested here).
+    let transcripts = vec![
+        "Delete the old files.",
+        "No, don't do it.",
+        "Delete the old files.",
+        "Yes.",
+    ];
+    let u = dir.path().join("u.wav");
+    espeak("Delete the old files.", &u);
+    let mut parts = Vec::new();
+    for _ in 0..transcripts.len() {
+        parts.push(u.clone());
+        parts.push(silence(dir.path(), "5"));
+    }
+    let input = dir.path().join("input.wav");
+    concat(&parts, &input);
+    let actions = dir.path().join("actions.jsonl");
+    let stages = Stages {
+        transcriber: Box::new(Script(transcripts)),
+        responder: Box::new(Talker { sentences: 1 }),
+        voice: Box::new(Levels {
+            turn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }),
+        output: {
+            let p = dir.path().join("out.wav");
+            Box::new(move |started| {
+                Ok(
+                    Box::new(sotto::playback::Recorder::with_start(&p, 16_000, started))
+                        as Box<dyn sotto::playback::Output>,
+                )
+            })
+        },
+    };
+    let settings = Settings {
+        commands,
+        action_log: Some(actions.clone()),
+        ..Settings::default()
+    };
+    agent::run(
+        listen(&input),
+        stages,
+        settings,
+        Arc::new(AtomicBool::new(false)),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap_or_default(),
+        "deleted\n",
+        "ran once, after the yes"
+    );
+    let log = turns(&actions);
+    let stages: Vec<&str> = log.iter().map(|l| l["stage"].as_str().unwrap()).collect();
+    assert_eq!(
+        stages,
+        [
+            "requested",
+            "declined",
+            "requested",
+            "confirmed",
+            "started",
+            "finished"
+        ],
+        "{log:#?}"
+    );
+    assert_eq!(log[1]["transcript"], "No, don't do it.");
+    assert_eq!(log[5]["result"]["status"], "ok");
 }

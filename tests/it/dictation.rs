@@ -1,5 +1,6 @@
 //! `sotto dictate`: files through the live path, Ctrl-C, and a real (PulseAudio) device.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -534,4 +535,119 @@ fn an_input_device_that_vanishes_is_reopened_when_it_returns() {
         "after the device returned: WER {:.0}%: {heard:?}",
         w * 100.0
     );
+}
+
+#[test]
+fn a_symlink_planted_at_the_fallback_control_dir_is_refused_and_nothing_outside_is_touched() {
+    model(sotto::models::WHISPER_GGML);
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let victim = dir.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("keep.txt"), b"mine").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(cache.join("sotto")).unwrap();
+    std::os::unix::fs::symlink(&victim, cache.join("sotto/run")).unwrap();
+    let no_runtime = |c: &mut Command| {
+        c.env_remove("XDG_RUNTIME_DIR")
+            .env("XDG_CACHE_HOME", &cache);
+    };
+    let mut dictate = sotto();
+    no_runtime(&mut dictate);
+    let out = run(dictate
+        .args(["dictate", "--ptt", "toggle", "--fast", "--input"])
+        .arg(jfk_wav()));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+    let mut ctl = sotto();
+    no_runtime(&mut ctl);
+    let out = run(ctl.args(["ctl", "toggle"]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "the symlink's target was not chmod-ed");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        1,
+        "nothing created in it"
+    );
+    assert_eq!(std::fs::read(victim.join("keep.txt")).unwrap(), b"mine");
+}
+
+/// Binds a listener at `path` as root, then runs `listen()` as uid 65534 (SO_PEERCRED reports
+/// the listener's credentials from the time it listened) and records whether any command came.
+fn foreign_listener(path: &Path, chown: bool, got: &Path) -> std::process::Child {
+    let script = r#"
+import os, socket, sys, time
+path, chown, got = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+if chown:
+    os.chown(path, 65534, 65534)
+os.setuid(65534)
+s.listen(1)
+print("ready", flush=True)
+s.settimeout(2)
+try:
+    c, _ = s.accept()
+    c.settimeout(1)
+    data = c.recv(100)
+    open(got, "w").write(data.decode())
+except Exception:
+    pass
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .arg(if chown { "1" } else { "0" })
+        .arg(got)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    child
+}
+
+#[test]
+fn ctl_refuses_a_control_socket_of_another_user() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test makes a listener of another user and needs root (CI runs as root)"
+        );
+        eprintln!("skipped: needs root to make a listener of another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("run");
+    // The first ctl makes the private directory (and finds nobody listening).
+    let out = run(sotto()
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .args(["ctl", "toggle"]));
+    assert!(!out.status.success());
+    let sock = runtime.join("sotto/ctl.sock");
+    for (chown, want) in [(true, "owned by uid 65534"), (false, "runs as uid 65534")] {
+        let _ = std::fs::remove_file(&sock);
+        let got = dir.path().join("got.txt");
+        let _ = std::fs::remove_file(&got);
+        let mut child = foreign_listener(&sock, chown, &got);
+        let out = run(sotto()
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .args(["ctl", "toggle"]));
+        let _ = child.wait();
+        assert!(!out.status.success(), "ctl must refuse");
+        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+        assert!(
+            std::fs::read_to_string(&got).unwrap_or_default().is_empty(),
+            "no command reached the foreign listener"
+        );
+    }
 }
