@@ -585,6 +585,7 @@ fn transcribe(
         Err(code) => return Ok(code),
     };
     let mut stt = Stt::load(&pass, &model_path)?;
+    let reverify = Reverify::start(&pass, None);
     let opts = SttOptions {
         threads: args.threads.unwrap_or_else(stt::default_threads),
         beam_size: args.beam_size,
@@ -596,6 +597,9 @@ fn transcribe(
             eprintln!("error: {e:#}");
             failed += 1;
         }
+    }
+    if let Some(code) = reverify.finish() {
+        return Ok(code);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -843,6 +847,7 @@ fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<E
         .unwrap_or_else(|| config.system_prompt.clone());
     let threads = args.threads.unwrap_or_else(stt::default_threads);
     let mut llm = crate::llm::Llm::load(&pass, &gguf, &tokenizer, Some(system), threads)?;
+    let reverify = Reverify::start(&pass, None);
     let params = crate::llm::GenParams {
         temperature: args.temperature,
         top_p: Some(args.top_p).filter(|p| *p < 1.0),
@@ -856,7 +861,7 @@ fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<E
             .with_context(|| format!("cannot read {}", path.display()))?;
         let p = llm.perplexity(&text, 512)?;
         println!("{}", serde_json::to_string(&p)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(reverify.finish().unwrap_or(ExitCode::SUCCESS));
     }
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let turn = |llm: &mut crate::llm::Llm, prompt: &str| -> anyhow::Result<()> {
@@ -883,7 +888,7 @@ fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<E
     };
     if let Some(prompt) = &args.prompt {
         turn(&mut llm, prompt)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(reverify.finish().unwrap_or(ExitCode::SUCCESS));
     }
     llm.warm_up()?;
     let tty = std::io::stdin().is_terminal();
@@ -902,7 +907,7 @@ fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<E
         }
         turn(&mut llm, prompt)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(reverify.finish().unwrap_or(ExitCode::SUCCESS))
 }
 
 fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<ExitCode> {
@@ -938,6 +943,7 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
         Err(code) => return Ok(code),
     };
     let mut tts = crate::tts::Tts::load(&pass, &onnx, &runtime)?;
+    let reverify = Reverify::start(&pass, None);
     // Sentence by sentence, so playback can start after the first one.
     let mut chunker = crate::chunker::Chunker::new();
     let mut chunks = chunker.push(&text);
@@ -996,7 +1002,7 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
             synth_s / audio_s.max(1e-9)
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(reverify.finish().unwrap_or(ExitCode::SUCCESS))
 }
 
 fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Result<ExitCode> {
@@ -1043,6 +1049,7 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
     )?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let reverify = Reverify::start(&pass, Some(stop.clone()));
 
     let frames = |ms: u32| (ms as usize).div_ceil(crate::vad::FRAME_MS as usize);
     let opts = crate::dictation::DictationOptions {
@@ -1097,6 +1104,9 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
             eprintln!("warning: {e}");
         }
     })?;
+    if let Some(code) = reverify.finish() {
+        return Ok(code);
+    }
     if let Some(e) = write_error {
         return Err(anyhow::Error::new(e).context("cannot append to the output file"));
     }
@@ -1262,6 +1272,7 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
     )?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let reverify = Reverify::start(&pass, Some(stop.clone()));
     if args.input.is_none() {
         eprintln!("listening… (Ctrl-C to stop)");
     }
@@ -1289,6 +1300,9 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
             write_error.get_or_insert(e);
         }
     })?;
+    if let Some(code) = reverify.finish() {
+        return Ok(code);
+    }
     if let Some(e) = write_error {
         return Err(anyhow::Error::new(e).context("cannot append to the metrics file"));
     }
@@ -1302,6 +1316,46 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         eprintln!("wrote {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The background re-verification of the admitted model files (see
+/// [`AuditPass::reverify`]): a mismatch sets `stop` (the session ends as on Ctrl-C) and is
+/// reported by [`Reverify::finish`].
+struct Reverify {
+    handle: std::thread::JoinHandle<()>,
+    problem: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Reverify {
+    fn start(
+        pass: &AuditPass,
+        stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Self {
+        let problem = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let found = problem.clone();
+        let handle = pass.reverify(move |p| {
+            *found.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+            if let Some(stop) = stop {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Self { handle, problem }
+    }
+
+    /// Waits for the check; on a mismatch prints it and returns the audit's exit code.
+    fn finish(self) -> Option<ExitCode> {
+        let _ = self.handle.join();
+        let problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        eprintln!(
+            "error: {problem}; what ran is not what the openness audit judged. Run the command \
+             again to audit the file as it is now."
+        );
+        Some(ExitCode::from(exit::AUDIT_REFUSED))
+    }
 }
 
 /// Opens a file to append lines to (created if missing), if one was named.

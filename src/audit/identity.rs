@@ -2,8 +2,13 @@
 //! cache so a warm start costs a `stat` per file.
 //!
 //! The cache (`$SOTTO_CACHE_DIR/audit-cache.json`, default the platform cache dir) maps a file's
-//! absolute path to its size, mtime and sha256, and an evidence file's sha256 to its licence
-//! analysis. A changed size or mtime means the file is hashed again.
+//! absolute path to its sha256 with the facts that vouch for it (size, mtime, ctime, inode
+//! and device), and an evidence file's sha256 to its licence analysis. A cached hash is used
+//! only while all of those facts are unchanged: a file edited in place and its mtime restored
+//! still has a new ctime (no user can set it), and a file replaced by another has a new inode.
+//! Whenever the cache is unsure the file is hashed again, so pins and exceptions are checked
+//! against the bytes on disk. After an engine loads, [`reverify`] hashes its files once more in
+//! the background.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,10 +68,39 @@ impl EvidenceAnalysis {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct CachedFile {
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Stamp {
     bytes: u64,
     mtime_ns: u128,
+    ctime_ns: i128,
+    inode: u64,
+    device: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Self {
+            bytes: meta.len(),
+            mtime_ns,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            inode: meta.ino(),
+            device: meta.dev(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct CachedFile {
+    /// Older caches have no stamp; their entries are never trusted.
+    #[serde(default)]
+    stamp: Option<Stamp>,
     sha256: String,
     metadata: BTreeMap<String, String>,
 }
@@ -136,36 +170,31 @@ impl HashCache {
     /// Identity of a weight file; `display` is the path shown in reports.
     pub fn identify(&mut self, path: &Path, display: &str) -> Result<FileIdentity, ModelError> {
         let meta = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
-        let mtime_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let stamp = Stamp::of(&meta);
         let key = std::fs::canonicalize(path)
             .unwrap_or_else(|_| path.to_path_buf())
             .display()
             .to_string();
         if let Some(c) = self.data.files.get(&key)
-            && c.bytes == meta.len()
-            && c.mtime_ns == mtime_ns
-            && mtime_ns != 0
+            && c.stamp.as_ref() == Some(&stamp)
+            && stamp.mtime_ns != 0
         {
             return Ok(FileIdentity {
                 path: display.to_string(),
                 abs_path: PathBuf::from(&key),
-                bytes: c.bytes,
+                bytes: stamp.bytes,
                 sha256: c.sha256.clone(),
                 metadata: c.metadata.clone(),
             });
         }
         let sha256 = sha256_file(path)?;
         let metadata = file_metadata(path);
+        // The stamp from before hashing: if the file changed while it was read, the next
+        // look sees a different stamp and hashes it again.
         self.data.files.insert(
             key.clone(),
             CachedFile {
-                bytes: meta.len(),
-                mtime_ns,
+                stamp: Some(stamp.clone()),
                 sha256: sha256.clone(),
                 metadata: metadata.clone(),
             },
@@ -174,7 +203,7 @@ impl HashCache {
         Ok(FileIdentity {
             path: display.to_string(),
             abs_path: PathBuf::from(key),
-            bytes: meta.len(),
+            bytes: stamp.bytes,
             sha256,
             metadata,
         })

@@ -330,6 +330,41 @@ impl AuditPass {
             .any(|f| f.abs_path == want)
     }
 
+    /// Hashes every admitted weight file again on a background thread ("audit-reverify"),
+    /// after the engines have read them: the cached hash the gate may have used is proven
+    /// against the bytes on disk once more. On a mismatch (or a file gone), `on_mismatch` is
+    /// called with what differs; the caller stops.
+    pub fn reverify(
+        &self,
+        on_mismatch: impl FnOnce(String) + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let files: Vec<(PathBuf, String, String)> = self
+            .reports
+            .iter()
+            .flat_map(|r| &r.files)
+            .map(|f| (f.abs_path.clone(), f.path.clone(), f.sha256.clone()))
+            .collect();
+        std::thread::Builder::new()
+            .name("audit-reverify".into())
+            .spawn(move || {
+                let t0 = std::time::Instant::now();
+                for (abs, shown, want) in files {
+                    let problem = match crate::models::sha256_file(&abs) {
+                        Ok(got) if got == want => continue,
+                        Ok(got) => format!(
+                            "{shown} changed after the audit: its sha256 is now {got}, the audit judged {want}"
+                        ),
+                        Err(e) => format!("{shown} cannot be read after the audit: {e}"),
+                    };
+                    tracing::error!(stage = "audit", problem, "model file changed under sotto");
+                    on_mismatch(problem);
+                    return;
+                }
+                tracing::info!(stage = "audit", ms = t0.elapsed().as_millis() as u64, "model files re-verified");
+            })
+            .expect("spawning a thread only fails when the OS is out of resources")
+    }
+
     /// Models admitted only by the user's exception: named on every start.
     pub fn excepted(&self) -> impl Iterator<Item = (&ModelReport, &str)> {
         self.reports.iter().filter_map(|r| match &r.admitted {

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use sotto::audit::{
-    AuditContext, identity::HashCache, manifest::Manifest, verdict::MofClass, verdict::Osaid,
+    self, AuditContext, identity::HashCache, manifest::Manifest, verdict::MofClass, verdict::Osaid,
 };
+use sotto::config::Config;
 
 use crate::util::*;
 
@@ -326,4 +327,85 @@ fn malformed_manifests_and_gguf_headers_are_errors_not_panics() {
         let _ = sotto::models::gguf::Header::parse(&b[..cut], b.len() as u64);
         let _ = Manifest::parse("fuzz", &String::from_utf8_lossy(&b[..cut.min(300)]));
     }
+}
+
+/// Flips the last byte of `path` and puts its modification time back as it was.
+fn flip_last_byte_keeping_mtime(path: &std::path::Path) {
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(path, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(std::fs::metadata(path).unwrap().modified().unwrap(), mtime);
+}
+
+#[test]
+fn a_byte_changed_with_its_mtime_restored_is_refused_despite_a_warm_cache() {
+    let src = model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let dst = models.join(sotto::models::WHISPER_GGML);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::copy(&src, &dst).unwrap();
+    let sotto_here = || {
+        let mut c = sotto_in(dir.path());
+        c.env("SOTTO_MODELS_DIR", &models);
+        c
+    };
+    let out = run(sotto_here().args(["audit", "accept", "whisper-tiny.en", "--reason", "test"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A warm cache now holds this file's hash.
+    let out = run(sotto_here().args(["audit", "whisper-tiny.en"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(dir.path().join("cache/audit-cache.json").is_file());
+
+    flip_last_byte_keeping_mtime(&dst);
+    let out = run(sotto_here().args(["audit", "whisper-tiny.en"]));
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("not the bytes the manifest describes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("for other bytes: it no longer applies"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_file_changed_after_the_gate_is_caught_by_the_background_check() {
+    let src = model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join(sotto::models::WHISPER_GGML);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::copy(&src, &dst).unwrap();
+    let config = Config::parse(
+        std::path::Path::new("t"),
+        "[audit]\npolicy = \"open-weight\"\n",
+    )
+    .unwrap();
+    let mut ctx = AuditContext {
+        models_dir: dir.path().to_path_buf(),
+        cache: HashCache::in_memory(),
+    };
+    let pass = audit::gate(&mut ctx, &config, &["whisper-tiny.en"])
+        .unwrap()
+        .expect("open-weight policy admits tiny.en");
+    // Unchanged: the check finds nothing.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = tx.clone();
+    pass.reverify(move |p| t.send(p).unwrap()).join().unwrap();
+    assert!(rx.try_recv().is_err(), "no mismatch on the same bytes");
+    // Changed after the gate (mtime restored): reported.
+    flip_last_byte_keeping_mtime(&dst);
+    pass.reverify(move |p| tx.send(p).unwrap()).join().unwrap();
+    let problem = rx.try_recv().expect("the change is reported");
+    assert!(problem.contains("changed after the audit"), "{problem}");
 }
