@@ -93,6 +93,8 @@ pub trait Responder: Send {
 /// Text to speech, as the agent uses it: (samples, rate).
 pub trait Voice: Send {
     fn synthesize(&mut self, text: &str) -> Result<(Vec<f32>, u32), StageError>;
+    /// Nothing more to say for now: a chance to give working memory back.
+    fn idle(&mut self) {}
 }
 
 /// Opens the output on the playback thread (rodio's device is not `Send` everywhere).
@@ -1115,6 +1117,9 @@ pub fn run(
                         if play_tx.send(Play::End { turn }).is_err() {
                             return Ok(());
                         }
+                        if tts_rx.is_empty() {
+                            voice.idle();
+                        }
                     }
                 }
             }
@@ -1436,6 +1441,12 @@ impl Voice for PiperStage {
     fn synthesize(&mut self, text: &str) -> Result<(Vec<f32>, u32), StageError> {
         let s = self.tts.synthesize(text, self.speed)?;
         Ok((s.samples, s.sample_rate_hz))
+    }
+
+    fn idle(&mut self) {
+        if let Err(e) = self.tts.release_memory() {
+            tracing::warn!(stage = "tts", error = %e, "could not release the voice's memory");
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod desktop;
 pub mod dictation;
 pub mod hotkey;
 pub mod llm;
+pub mod memory;
 pub mod models;
 pub mod playback;
 pub mod ptt;

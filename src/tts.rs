@@ -1,4 +1,4 @@
-//! Text to speech: a Piper voice (VITS, ONNX) through piper-rs and ONNX Runtime.
+//! Text to speech: a Piper voice (VITS, ONNX) on ONNX Runtime, phonemized by espeak-ng.
 //!
 //! [`Tts`] owns the voice (an ONNX Runtime session); it is built once after the openness audit
 //! and used by the thread that owns it. ONNX Runtime is loaded dynamically from the library
@@ -13,8 +13,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-use piper_rs::Piper;
 
 use crate::audit::AuditPass;
 
@@ -125,7 +123,15 @@ pub fn locate_espeak_data() {
 }
 
 pub struct Tts {
-    piper: Piper,
+    session: ort::session::Session,
+    run_options: ort::session::RunOptions,
+    /// For [`Tts::release_memory`]: ONNX Runtime's arena grows to fit the longest sentence so
+    /// far and otherwise never shrinks (the joe voice went from 158 to 215 MB over nine
+    /// sentences of different lengths); a run with these options gives it back. Not every
+    /// run: that made each sentence ~20 % slower.
+    shrink: ort::session::RunOptions,
+    shrinking: bool,
+    config: piper_rs::ModelConfig,
     espeak_voice: String,
     pub sample_rate_hz: u32,
     pub model_path: PathBuf,
@@ -166,18 +172,26 @@ impl Tts {
         // ONNX Runtime's defaults (all cores, every graph optimisation), as piper-tts uses them,
         // except that its intra-op threads do not spin while they wait: with another process
         // keeping one of two cores busy, a sentence took 195 ms spinning and 130 ms not; quiet,
-        // spinning was ~8 % faster (the joe voice, measured here). Explicitly asking for the CPU
-        // provider measured 25-35 % slower than leaving the choice to ort, so it is left.
+        // spinning was ~8 % faster (the joe voice, measured here). ONNX Runtime's memory arena stays
+        // on: ort's `CPU::default()` provider turns it off, which measured 25-35 % slower.
         let session = ort::session::Session::builder()
             .map_err(|e| bad_model(e.to_string()))?
             .with_intra_op_spinning(false)
             .map_err(|e| bad_model(e.to_string()))?
             .commit_from_file(onnx)
             .map_err(|e| bad_model(e.to_string()))?;
-        let piper = Piper::from_session(session, config);
+        let run_options = ort::session::RunOptions::new().map_err(|e| bad_model(e.to_string()))?;
+        let mut shrink = ort::session::RunOptions::new().map_err(|e| bad_model(e.to_string()))?;
+        shrink
+            .add_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .map_err(|e| bad_model(e.to_string()))?;
         let loaded = t0.elapsed();
         let mut tts = Self {
-            piper,
+            session,
+            run_options,
+            shrink,
+            shrinking: false,
+            config,
             espeak_voice,
             sample_rate_hz,
             model_path: onnx.to_path_buf(),
@@ -205,17 +219,77 @@ impl Tts {
                 took: t0.elapsed(),
             });
         }
-        let length_scale = 1.0 / speed.clamp(0.25, 4.0);
-        let (samples, rate) = self
-            .piper
-            .create(&phonemes, true, None, Some(length_scale), None, None)
+        let length_scale = self.config.inference.length_scale / speed.clamp(0.25, 4.0);
+        let samples = self
+            .infer(
+                phoneme_ids(&self.config.phoneme_id_map, &phonemes),
+                length_scale,
+            )
             .map_err(|e| TtsError::Synthesize(e.to_string()))?;
         Ok(Speech {
             samples,
-            sample_rate_hz: rate,
+            sample_rate_hz: self.sample_rate_hz,
             took: t0.elapsed(),
         })
     }
+
+    /// Gives ONNX Runtime's buffers back to the system (a tiny run that shrinks its arena,
+    /// ~10 ms). Call when nothing is waiting to be spoken, e.g. at the end of a reply.
+    pub fn release_memory(&mut self) -> Result<(), TtsError> {
+        let map = &self.config.phoneme_id_map;
+        let ids = phoneme_ids(map, "ə");
+        self.shrinking = true;
+        let r = self.infer(ids, self.config.inference.length_scale);
+        self.shrinking = false;
+        r.map(|_| ())
+            .map_err(|e| TtsError::Synthesize(e.to_string()))
+    }
+
+    /// One run of the voice's network: phoneme ids in, samples out.
+    fn infer(&mut self, ids: Vec<i64>, length_scale: f32) -> Result<Vec<f32>, ort::Error> {
+        use ort::value::Tensor;
+        let inf = &self.config.inference;
+        let n = ids.len();
+        let input = Tensor::<i64>::from_array(([1usize, n], ids.into_boxed_slice()))?;
+        let lengths = Tensor::<i64>::from_array(([1usize], vec![n as i64].into_boxed_slice()))?;
+        let scales = Tensor::<f32>::from_array((
+            [3usize],
+            vec![inf.noise_scale, length_scale, inf.noise_w].into_boxed_slice(),
+        ))?;
+        let options = if self.shrinking {
+            &self.shrink
+        } else {
+            &self.run_options
+        };
+        let outputs = if self.config.num_speakers > 1 {
+            let speaker = Tensor::<i64>::from_array(([1usize], vec![0i64].into_boxed_slice()))?;
+            self.session
+                .run_with_options(ort::inputs![input, lengths, scales, speaker], options)?
+        } else {
+            self.session
+                .run_with_options(ort::inputs![input, lengths, scales], options)?
+        };
+        let (_, audio) = outputs[0].try_extract_tensor::<f32>()?;
+        Ok(audio.to_vec())
+    }
+}
+
+/// Phoneme ids as Piper was trained on them: BOS, a pad, then each phoneme followed by a
+/// pad, then EOS (piper-tts's layout; piper-rs 0.2 leaves out the pad after BOS). Phonemes the
+/// voice does not know are skipped.
+pub fn phoneme_ids(map: &std::collections::HashMap<char, Vec<i64>>, phonemes: &str) -> Vec<i64> {
+    let id = |c: char| map.get(&c).and_then(|v| v.first()).copied().unwrap_or(0);
+    let pad = id('_');
+    let mut ids = Vec::with_capacity(phonemes.len() * 2 + 3);
+    ids.extend([id('^'), pad]);
+    for c in phonemes.chars() {
+        if let Some(found) = map.get(&c) {
+            ids.extend_from_slice(found);
+            ids.push(pad);
+        }
+    }
+    ids.push(id('$'));
+    ids
 }
 
 /// Splits text into clauses, keeping each clause's closing punctuation.
@@ -286,6 +360,20 @@ mod tests {
                 ("It costs 3.50 dollars", Some('.')),
             ]
         );
+    }
+
+    #[test]
+    fn phoneme_ids_follow_pipers_layout() {
+        let map: std::collections::HashMap<char, Vec<i64>> = [
+            ('^', vec![1]),
+            ('_', vec![0]),
+            ('$', vec![2]),
+            ('a', vec![14]),
+            ('b', vec![15, 16]),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(phoneme_ids(&map, "ab?"), vec![1, 0, 14, 0, 15, 16, 0, 2]);
     }
 
     #[test]

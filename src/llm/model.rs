@@ -360,6 +360,13 @@ impl Model {
                     rotate(h, r);
                 }
             }
+            // Grown 256 positions at a time (not doubled): the cache is most of what a long
+            // conversation adds to memory.
+            let want = (start + n).next_multiple_of(256).min(c.context) * kv;
+            if layer.k.capacity() < want {
+                layer.k.reserve_exact(want - layer.k.len());
+                layer.v.reserve_exact(want - layer.v.len());
+            }
             layer.k.extend(k.iter().map(|&x| f16::from_f32(x)));
             layer.v.extend(v.iter().map(|&x| f16::from_f32(x)));
             let att = fit(&mut s.att, n * dim);
