@@ -8,12 +8,10 @@
 //! all cores).
 
 use std::io::BufRead;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use criterion::Criterion;
 use sotto::audit::{self, AuditContext};
-use sotto::config::Config;
 use sotto::llm::{GenParams, Llm};
 use sotto::models::{self, ModelsDir};
 
@@ -26,9 +24,9 @@ fn threads() -> usize {
 
 fn load() -> Llm {
     let models = ModelsDir::resolve(None);
-    let config = Config::parse(Path::new("bench"), "").expect("default config");
+    let policy = audit::Policy::default();
     let mut ctx = AuditContext::new(&models.root);
-    let pass = audit::gate(&mut ctx, &config, &["smollm2-135m-instruct"])
+    let pass = audit::gate(&mut ctx, &policy, &["smollm2-135m-instruct"])
         .expect("run scripts/setup first")
         .expect("SmolLM2 is open source");
     Llm::load(

@@ -24,11 +24,12 @@ fn load() -> Stt {
     let models = ModelsDir::resolve(None);
     let model = models.path(models::WHISPER_GGML);
     // The engine only loads after the audit; the bench admits open-weight models.
-    let config =
-        sotto::config::Config::parse(Path::new("bench"), "[audit]\npolicy = \"open-weight\"\n")
-            .expect("valid bench config");
+    let policy = sotto::audit::Policy {
+        minimum: sotto::audit::verdict::Osaid::OpenWeight,
+        ..Default::default()
+    };
     let mut ctx = sotto::audit::AuditContext::new(&models.root);
-    let pass = sotto::audit::gate(&mut ctx, &config, &["whisper-tiny.en"])
+    let pass = sotto::audit::gate(&mut ctx, &policy, &["whisper-tiny.en"])
         .expect("run scripts/setup first")
         .expect("whisper-tiny.en is open-weight");
     Stt::load(&pass, &model).expect("run scripts/setup first")

@@ -7,21 +7,19 @@
 //! and piper-tts run by run.
 
 use std::io::BufRead;
-use std::path::Path;
 use std::time::Instant;
 
 use criterion::Criterion;
 use sotto::audit::{self, AuditContext};
-use sotto::config::Config;
 use sotto::models::ModelsDir;
 use sotto::tts::{self, Tts};
 
 fn load() -> Tts {
     tts::locate_espeak_data();
     let models = ModelsDir::resolve(None);
-    let config = Config::parse(Path::new("bench"), "").expect("default config");
+    let policy = audit::Policy::default();
     let mut ctx = AuditContext::new(&models.root);
-    let pass = audit::gate(&mut ctx, &config, &["piper-en_US-joe-medium"])
+    let pass = audit::gate(&mut ctx, &policy, &["piper-en_US-joe-medium"])
         .expect("run scripts/setup first")
         .expect("the joe voice is open source");
     let onnx = models.path("piper-en_US-joe-medium/en_US-joe-medium.onnx");

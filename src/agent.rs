@@ -1,55 +1,49 @@
-//! The voice agent: the whole pipeline under one coordinator.
+//! The voice agent: every stage of [`crate::pipeline`] under one coordinator.
 //!
 //! ```text
-//! source ─ring─▶ frontend (16 kHz, VAD) ─utterances─▶ "stt" ─┐
-//!     └── speech started ──────────────────────────────────┐ │ events
-//!                                                          ▼ ▼
-//!                                     coordinator (this thread: the state machine)
-//!          ┌─────────────── jobs ─────────────────────────┘ │ └──── actions ──▶ "actions"
-//!          ▼                                                │ stop        (run, log)
-//!       "llm" ──clauses──▶ "tts" ──audio──▶ "playback" ◀────┘
+//! listen ─utterances─▶ "stt" ─┐
+//!   └── speech onset ─────────┤ events
+//!                             ▼
+//!            coordinator (this thread: the state machine)
+//!    ┌──── jobs ──────────────┘ │ stop          │ actions
+//!    ▼                          ▼               ▼
+//! "llm" ─clauses─▶ "tts" ─audio─▶ "playback"   "actions"
 //! ```
 //!
-//! One owner per resource: the STT thread owns Whisper, the LLM thread the model and its KV
-//! cache, the TTS thread the voice, the playback thread the output device (or the recorder).
-//! They report to the coordinator through one event channel; only the coordinator decides.
-//! Its decisions are a pure function, [`Coordinator::handle`] (events in, commands out), so
-//! the state machine is unit-tested without audio or models; [`run`] carries the commands out.
+//! One owner per resource: the "stt" thread owns the recogniser, "llm" the model and its KV
+//! cache, "tts" the voice, "playback" the output, "actions" the action log. Each channel's
+//! policy is written where it is made; every thread is joined and the first error returned.
 //!
-//! Turns: a turn is one utterance, numbered by the front end. Every job and every piece of
-//! audio carries its turn, and the number of the live turn is shared (`live`): the LLM stops
-//! generating, the TTS skips synthesis and playback drops audio as soon as their turn is no
-//! longer live. A barge-in makes no turn live *before* it stops playback, so no sentence of
-//! the cancelled turn can be queued after the stop.
-//!
-//! Echo guard: while sotto speaks (and for a tail after), the microphone is heard as silence,
-//! so sotto does not answer itself through its speakers. With barge-in (opt-in: use
-//! headphones) the microphone stays open and speech during a reply stops it.
+//! Echo guard: while sotto speaks (and for a tail after), the input is heard as silence, so
+//! sotto does not answer itself through its speakers. With barge-in (opt-in: use headphones)
+//! the input stays open and speech during a reply stops it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select};
-use serde::Serialize;
 
-use crate::chunker::Chunker;
-use crate::commands::{self, ActionLog, Commands, Invocation, Match, Outcome};
-use crate::dictation::{DictationOptions, FrontendHooks, Listener, Timed};
-use crate::playback::{Output, PlaybackError};
+use crate::commands::ActionLog;
+use crate::pipeline::listen::{Hooks, ListenError, ListenOptions, Listener};
+use crate::pipeline::transcribe::{self, Progress};
+use crate::pipeline::{LiveTurn, act, play, respond, spawn, speak};
+use crate::playback::PlaybackError;
 
-/// Longest the LLM pauses for its first clause to be synthesized.
-const FIRST_CLAUSE_WAIT: Duration = Duration::from_secs(2);
-
-/// Errors a stage reports; the real stages' own error types, boxed.
-pub type StageError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::pipeline::StageError;
+pub use crate::pipeline::coordinator::{
+    Cmd, Coordinator, Event, Latency, Settings, StageTimes, State, TurnOutcome, TurnRecord,
+};
+pub use crate::pipeline::play::OutputFactory;
+pub use crate::pipeline::respond::{ReplyStats, Responder};
+pub use crate::pipeline::speak::Voice;
+pub use crate::pipeline::transcribe::Transcriber;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
-    Listen(#[from] crate::dictation::DictationError),
+    Listen(#[from] ListenError),
     #[error(transparent)]
     Playback(#[from] PlaybackError),
     #[error("{stage} failed")]
@@ -62,774 +56,12 @@ pub enum AgentError {
     Panicked(&'static str),
 }
 
-/// Speech to text, as the agent uses it.
-pub trait Transcriber: Send {
-    fn transcribe(&mut self, samples_16k: &[f32]) -> Result<String, StageError>;
-}
-
-/// Timings of one generated reply.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ReplyStats {
-    pub prompt_tokens: usize,
-    pub prefilled_tokens: usize,
-    pub tokens: usize,
-    pub prefill_ms: u64,
-    pub decode_ms: u64,
-}
-
-/// The language model, as the agent uses it.
-pub trait Responder: Send {
-    /// Streams the reply to `on_text`; stops early when `cancel` is set.
-    fn respond(
-        &mut self,
-        text: &str,
-        cancel: &AtomicBool,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<ReplyStats, StageError>;
-    /// Picks one of `options` for `request`, or none (voice-command fallback).
-    fn choose(&mut self, request: &str, options: &[String]) -> Result<Option<usize>, StageError>;
-}
-
-/// Text to speech, as the agent uses it: (samples, rate).
-pub trait Voice: Send {
-    fn synthesize(&mut self, text: &str) -> Result<(Vec<f32>, u32), StageError>;
-    /// Nothing more to say for now: a chance to give working memory back.
-    fn idle(&mut self) {}
-}
-
-/// Opens the output on the playback thread (rodio's device is not `Send` everywhere).
-pub type OutputFactory = Box<dyn FnOnce(Instant) -> Result<Box<dyn Output>, PlaybackError> + Send>;
-
+/// The engines the agent runs, each moved to the thread that owns it.
 pub struct Stages {
     pub transcriber: Box<dyn Transcriber>,
     pub responder: Box<dyn Responder>,
     pub voice: Box<dyn Voice>,
     pub output: OutputFactory,
-}
-
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Speech while sotto speaks interrupts it (and the echo guard is off while speaking).
-    pub barge_in: bool,
-    /// How long the microphone stays muted after sotto stops speaking.
-    pub echo_tail: Duration,
-    /// Words a transcript must start with to be taken as a turn.
-    pub wake_phrase: Option<String>,
-    /// After the wake phrase alone, how long the next utterance counts without it.
-    pub wake_window: Duration,
-    /// The VAD's hangover: how long after the end of speech an utterance is declared over.
-    pub hangover: Duration,
-    /// Stop after this many turns (answered, run, cancelled).
-    pub max_turns: Option<usize>,
-    /// A spoken reply ends after this many sentences (small models ramble).
-    pub max_sentences: usize,
-    pub commands: Commands,
-    pub action_log: Option<PathBuf>,
-    /// How long a confirmation question waits for its answer, from when it finished playing.
-    pub confirm_timeout: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            barge_in: false,
-            echo_tail: Duration::from_millis(300),
-            wake_phrase: None,
-            wake_window: Duration::from_secs(8),
-            hangover: Duration::from_millis(600),
-            max_turns: None,
-            max_sentences: 1,
-            commands: Commands::default(),
-            action_log: None,
-            confirm_timeout: Duration::from_secs(8),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    Idle,
-    Listening,
-    Transcribing,
-    Thinking,
-    Speaking,
-}
-
-/// What the stages tell the coordinator.
-#[derive(Debug)]
-pub enum Event {
-    SpeechStarted {
-        at: Instant,
-    },
-    UtteranceEnded {
-        turn: u64,
-        at: Instant,
-    },
-    Transcript {
-        turn: u64,
-        text: String,
-        at: Instant,
-        stt_ms: u64,
-    },
-    Routed {
-        turn: u64,
-        choice: Option<Invocation>,
-    },
-    FirstToken {
-        turn: u64,
-        at: Instant,
-    },
-    FirstClause {
-        turn: u64,
-        at: Instant,
-        synth_ms: Option<u64>,
-    },
-    ReplyDone {
-        turn: u64,
-        text: String,
-        stats: ReplyStats,
-    },
-    FirstAudio {
-        turn: u64,
-        at: Instant,
-        synth_ms: u64,
-    },
-    Drained {
-        turn: u64,
-    },
-    Stopped {
-        detected: Instant,
-        at: Instant,
-    },
-    ActionDone {
-        turn: u64,
-        outcome: Outcome,
-    },
-    InputEnded,
-    Failed {
-        stage: &'static str,
-    },
-}
-
-/// What the coordinator asks for.
-#[derive(Debug, PartialEq)]
-pub enum Cmd {
-    /// The turn whose messages are current (0: none).
-    SetLive(u64),
-    Mute(bool),
-    StopPlayback {
-        detected: Instant,
-    },
-    Respond {
-        turn: u64,
-        text: String,
-    },
-    Route {
-        turn: u64,
-        text: String,
-        options: Vec<Invocation>,
-    },
-    Say {
-        turn: u64,
-        text: String,
-    },
-    Act {
-        turn: u64,
-        invocation: Invocation,
-        transcript: String,
-    },
-    /// A stage in an action's life for the action log (the actions thread writes it).
-    Log {
-        turn: u64,
-        stage: commands::Stage,
-        invocation: Invocation,
-        transcript: String,
-    },
-    Report(Box<TurnRecord>),
-    Quit,
-}
-
-/// Milliseconds after the end of speech (the last voiced frame; the VAD declares the end
-/// one hangover later) at which each step of a turn happened.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Latency {
-    pub vad_end_ms: u64,
-    pub transcript_ms: Option<u64>,
-    pub first_token_ms: Option<u64>,
-    pub first_clause_ms: Option<u64>,
-    pub first_audio_ms: Option<u64>,
-}
-
-/// Time spent in each stage.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct StageTimes {
-    pub stt_ms: Option<u64>,
-    pub llm_prefill_ms: Option<u64>,
-    pub llm_tokens: Option<usize>,
-    pub llm_decode_ms: Option<u64>,
-    pub tts_first_clause_ms: Option<u64>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TurnOutcome {
-    /// The LLM answered aloud.
-    Answered,
-    /// A voice command ran.
-    Command,
-    /// A confirmation was asked for.
-    Confirm,
-    /// The confirmation was refused.
-    Declined,
-    /// The wake phrase alone: sotto listens for the next utterance.
-    Woken,
-    /// Cut off by the user speaking (barge-in).
-    Interrupted,
-    /// A newer utterance arrived before this one was answered.
-    Superseded,
-    /// Not taken: no speech recognised, or no wake phrase.
-    Ignored,
-}
-
-/// One turn, as logged and written with `--metrics`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TurnRecord {
-    pub turn: u64,
-    pub outcome: TurnOutcome,
-    /// Seconds from the start of the session to the end of speech.
-    pub end_of_speech_s: f64,
-    pub transcript: String,
-    pub reply: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<Invocation>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub action: Option<Outcome>,
-    pub latency: Latency,
-    pub stages: StageTimes,
-    /// Barge-in: seconds from the start of the session to the speech that interrupted.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interrupted_at_s: Option<f64>,
-    /// Barge-in: from speech detected to playback stopped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub barge_in_stop_ms: Option<u64>,
-}
-
-impl TurnRecord {
-    fn counts(&self) -> bool {
-        self.outcome != TurnOutcome::Ignored
-    }
-}
-
-/// A command whose confirmation question was asked.
-struct Pending {
-    invocation: Invocation,
-    transcript: String,
-    question: String,
-    /// The turn that asked the question.
-    asked_in: u64,
-    /// Set once the question has been spoken: no answer by then and it expires.
-    expires_at: Option<Instant>,
-}
-
-struct Turn {
-    id: u64,
-    end_of_speech: Instant,
-    /// The transcript without the wake phrase.
-    request: String,
-    record: TurnRecord,
-}
-
-/// The agent's state machine. Pure: no threads, no I/O, no clock of its own.
-pub struct Coordinator {
-    settings: Settings,
-    started: Instant,
-    pub state: State,
-    turn: Option<Turn>,
-    /// A command waiting for "yes".
-    pending_confirm: Option<Pending>,
-    /// A cancelled turn waiting for playback to confirm the stop.
-    interrupted: Option<TurnRecord>,
-    awake_until: Option<Instant>,
-    muted: bool,
-    unmute_at: Option<Instant>,
-    finished: usize,
-    input_ended: bool,
-    quitting: bool,
-}
-
-fn ms(from: Instant, to: Instant) -> u64 {
-    to.saturating_duration_since(from).as_millis() as u64
-}
-
-impl Coordinator {
-    pub fn new(settings: Settings, started: Instant) -> Self {
-        Self {
-            settings,
-            started,
-            state: State::Idle,
-            turn: None,
-            pending_confirm: None,
-            interrupted: None,
-            awake_until: None,
-            muted: false,
-            unmute_at: None,
-            finished: 0,
-            input_ended: false,
-            quitting: false,
-        }
-    }
-
-    fn live(&self, turn: u64) -> bool {
-        self.turn.as_ref().is_some_and(|t| t.id == turn)
-    }
-
-    fn set_outcome(&mut self, outcome: TurnOutcome) {
-        if let Some(t) = self.turn.as_mut() {
-            t.record.outcome = outcome;
-        }
-    }
-
-    /// Ends the live turn with the outcome decided for it, reporting it.
-    fn end_turn(&mut self, out: &mut Vec<Cmd>) {
-        if let Some(t) = self.turn.take() {
-            out.push(Cmd::SetLive(0));
-            self.report(t.record, out);
-        }
-        self.state = State::Idle;
-    }
-
-    fn report(&mut self, record: TurnRecord, out: &mut Vec<Cmd>) {
-        if record.counts() {
-            self.finished += 1;
-        }
-        out.push(Cmd::Report(Box::new(record)));
-    }
-
-    /// Cancels the live turn (barge-in or a newer utterance).
-    fn cancel(&mut self, outcome: TurnOutcome, detected: Instant, out: &mut Vec<Cmd>) {
-        let Some(t) = self.turn.take() else { return };
-        let mut record = t.record;
-        record.outcome = outcome;
-        record.interrupted_at_s = Some(
-            detected
-                .saturating_duration_since(self.started)
-                .as_secs_f64(),
-        );
-        // Nothing of this turn may be queued once playback has stopped: the live turn
-        // changes first.
-        out.push(Cmd::SetLive(0));
-        out.push(Cmd::StopPlayback { detected });
-        self.interrupted = Some(record);
-        self.start_echo_tail(detected);
-    }
-
-    /// sotto stopped speaking at `at`: the microphone opens one echo tail later.
-    fn start_echo_tail(&mut self, at: Instant) {
-        if self.muted {
-            self.unmute_at = Some(at + self.settings.echo_tail);
-        }
-    }
-
-    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Cmd> {
-        let mut out = Vec::new();
-        match event {
-            Event::SpeechStarted { at } => match self.state {
-                State::Speaking | State::Thinking if self.settings.barge_in => {
-                    self.cancel(TurnOutcome::Interrupted, at, &mut out);
-                    self.state = State::Listening;
-                }
-                State::Idle => self.state = State::Listening,
-                _ => {}
-            },
-            Event::UtteranceEnded { turn, at } => {
-                if self.turn.is_some() {
-                    self.cancel(TurnOutcome::Superseded, at, &mut out);
-                }
-                let end_of_speech = at.checked_sub(self.settings.hangover).unwrap_or(at);
-                self.turn = Some(Turn {
-                    id: turn,
-                    end_of_speech,
-                    request: String::new(),
-                    record: TurnRecord {
-                        turn,
-                        outcome: TurnOutcome::Ignored,
-                        end_of_speech_s: end_of_speech
-                            .saturating_duration_since(self.started)
-                            .as_secs_f64(),
-                        transcript: String::new(),
-                        reply: String::new(),
-                        command: None,
-                        action: None,
-                        latency: Latency {
-                            vad_end_ms: ms(end_of_speech, at),
-                            ..Latency::default()
-                        },
-                        stages: StageTimes::default(),
-                        interrupted_at_s: None,
-                        barge_in_stop_ms: None,
-                    },
-                });
-                out.push(Cmd::SetLive(turn));
-                self.state = State::Transcribing;
-            }
-            Event::Transcript {
-                turn,
-                text,
-                at,
-                stt_ms,
-            } => {
-                if !self.live(turn) {
-                    return out;
-                }
-                let t = self.turn.as_mut().expect("live() checked the turn");
-                t.record.latency.transcript_ms = Some(ms(t.end_of_speech, at));
-                t.record.stages.stt_ms = Some(stt_ms);
-                t.record.transcript = text.trim().to_string();
-                self.take_turn(turn, now, &mut out);
-            }
-            Event::Routed { turn, choice } => {
-                if !self.live(turn) {
-                    return out;
-                }
-                let transcript = self.turn.as_ref().map(|t| t.request.clone());
-                let transcript = transcript.unwrap_or_default();
-                match choice {
-                    // A near miss the LLM picked is never run unasked.
-                    Some(inv) => self.command(turn, inv, transcript, true, &mut out),
-                    None => {
-                        self.set_outcome(TurnOutcome::Answered);
-                        out.push(Cmd::Respond {
-                            turn,
-                            text: transcript,
-                        });
-                    }
-                }
-            }
-            Event::FirstToken { turn, at } => {
-                if let Some(t) = self.turn.as_mut().filter(|t| t.id == turn) {
-                    t.record.latency.first_token_ms = Some(ms(t.end_of_speech, at));
-                }
-            }
-            Event::FirstClause { turn, at, synth_ms } => {
-                if let Some(t) = self.turn.as_mut().filter(|t| t.id == turn) {
-                    // The LLM reports when the clause is ready; the TTS how long it took.
-                    match synth_ms {
-                        None => t.record.latency.first_clause_ms = Some(ms(t.end_of_speech, at)),
-                        Some(_) => t.record.stages.tts_first_clause_ms = synth_ms,
-                    }
-                }
-            }
-            Event::ReplyDone { turn, text, stats } => {
-                if let Some(t) = self.turn.as_mut().filter(|t| t.id == turn) {
-                    t.record.reply = text.trim().to_string();
-                    t.record.stages.llm_prefill_ms = Some(stats.prefill_ms);
-                    t.record.stages.llm_tokens = Some(stats.tokens);
-                    t.record.stages.llm_decode_ms = Some(stats.decode_ms);
-                }
-            }
-            Event::FirstAudio { turn, at, synth_ms } => {
-                if let Some(t) = self.turn.as_mut().filter(|t| t.id == turn) {
-                    t.record.latency.first_audio_ms = Some(ms(t.end_of_speech, at));
-                    t.record.stages.tts_first_clause_ms.get_or_insert(synth_ms);
-                    self.state = State::Speaking;
-                    if !self.settings.barge_in {
-                        self.muted = true;
-                        self.unmute_at = None;
-                        out.push(Cmd::Mute(true));
-                    }
-                }
-            }
-            Event::Drained { turn } => {
-                if self.live(turn) {
-                    if let Some(p) = self.pending_confirm.as_mut().filter(|p| p.asked_in == turn) {
-                        p.expires_at = Some(now + self.settings.confirm_timeout);
-                    }
-                    self.end_turn(&mut out);
-                    self.start_echo_tail(now);
-                }
-            }
-            Event::Stopped { detected, at } => {
-                if let Some(mut record) = self.interrupted.take() {
-                    record.barge_in_stop_ms = Some(ms(detected, at));
-                    self.report(record, &mut out);
-                }
-            }
-            Event::ActionDone { turn, outcome } => {
-                if let Some(t) = self.turn.as_mut().filter(|t| t.id == turn) {
-                    let reply = t
-                        .record
-                        .command
-                        .as_ref()
-                        .and_then(|inv| self.settings.commands.reply(inv));
-                    let ok = matches!(outcome, Outcome::Ok { .. });
-                    t.record.action = Some(outcome);
-                    match reply {
-                        Some(text) if ok => {
-                            t.record.reply = text.clone();
-                            out.push(Cmd::Say { turn, text });
-                        }
-                        _ if !ok => {
-                            let text = "Sorry, that did not work.".to_string();
-                            t.record.reply = text.clone();
-                            out.push(Cmd::Say { turn, text });
-                        }
-                        _ => self.end_turn(&mut out),
-                    }
-                }
-            }
-            Event::InputEnded => self.input_ended = true,
-            Event::Failed { .. } => self.quitting = true,
-        }
-        out.extend(self.tick(now));
-        out
-    }
-
-    /// Timers and the end of the session; call regularly.
-    pub fn tick(&mut self, now: Instant) -> Vec<Cmd> {
-        let mut out = Vec::new();
-        if self
-            .pending_confirm
-            .as_ref()
-            .and_then(|p| p.expires_at)
-            .is_some_and(|at| at <= now)
-            && let Some(p) = self.pending_confirm.take()
-        {
-            tracing::info!(
-                stage = "agent",
-                command = p.invocation.command,
-                "confirmation expired"
-            );
-            out.push(Cmd::Log {
-                turn: p.asked_in,
-                stage: commands::Stage::Expired,
-                invocation: p.invocation,
-                transcript: p.transcript,
-            });
-        }
-        if self.unmute_at.is_some_and(|at| at <= now) {
-            self.unmute_at = None;
-            self.muted = false;
-            out.push(Cmd::Mute(false));
-        }
-        let idle = self.turn.is_none() && self.interrupted.is_none();
-        let done = self.quitting
-            || (idle && self.input_ended)
-            || (idle && self.settings.max_turns.is_some_and(|n| self.finished >= n));
-        if done {
-            self.quitting = true;
-            out.push(Cmd::Quit);
-        }
-        out
-    }
-
-    /// A transcript arrived for the live turn: decide what it is.
-    fn take_turn(&mut self, turn: u64, now: Instant, out: &mut Vec<Cmd>) {
-        let Some(mut text) = self.turn.as_ref().map(|t| t.record.transcript.clone()) else {
-            return;
-        };
-        if text.is_empty() {
-            self.end_turn(out);
-            return;
-        }
-        if let Some(wake) = &self.settings.wake_phrase {
-            let awake = self.awake_until.is_some_and(|until| now <= until);
-            match strip_wake_phrase(&text, wake) {
-                Some(rest) if rest.is_empty() => {
-                    self.awake_until = Some(now + self.settings.wake_window);
-                    self.say(turn, TurnOutcome::Woken, "Yes?", out);
-                    return;
-                }
-                Some(rest) => text = rest,
-                None if awake => {}
-                None => {
-                    self.end_turn(out);
-                    return;
-                }
-            }
-            self.awake_until = None;
-        }
-        if let Some(t) = self.turn.as_mut() {
-            t.request = text.clone();
-        }
-        self.state = State::Thinking;
-        if let Some(p) = self.pending_confirm.take() {
-            let reply = commands::read_reply(&text, &p.question);
-            let stage = match reply {
-                commands::Reply::Yes => commands::Stage::Confirmed,
-                commands::Reply::No => commands::Stage::Declined,
-                commands::Reply::Other => commands::Stage::Cancelled,
-            };
-            out.push(Cmd::Log {
-                turn,
-                stage,
-                invocation: p.invocation.clone(),
-                transcript: text.clone(),
-            });
-            match reply {
-                commands::Reply::Yes => {
-                    self.run_command(turn, p.invocation, p.transcript, out);
-                    return;
-                }
-                commands::Reply::No => {
-                    self.say(turn, TurnOutcome::Declined, "Okay, I won't.", out);
-                    return;
-                }
-                // Not an answer: the question is dropped and this is a request of its own.
-                commands::Reply::Other => {}
-            }
-        }
-        match self.settings.commands.match_transcript(&text) {
-            Match::Command(inv) => self.command(turn, inv, text, false, out),
-            Match::Near(options) => out.push(Cmd::Route {
-                turn,
-                text,
-                options,
-            }),
-            Match::None => {
-                self.set_outcome(TurnOutcome::Answered);
-                out.push(Cmd::Respond { turn, text });
-            }
-        }
-    }
-
-    /// Answers the turn with a fixed sentence.
-    fn say(&mut self, turn: u64, outcome: TurnOutcome, text: &str, out: &mut Vec<Cmd>) {
-        if let Some(t) = self.turn.as_mut() {
-            t.record.outcome = outcome;
-            t.record.reply = text.to_string();
-        }
-        self.state = State::Thinking;
-        out.push(Cmd::Say {
-            turn,
-            text: text.to_string(),
-        });
-    }
-
-    fn command(
-        &mut self,
-        turn: u64,
-        inv: Invocation,
-        transcript: String,
-        always_confirm: bool,
-        out: &mut Vec<Cmd>,
-    ) {
-        let confirm = always_confirm
-            || self
-                .settings
-                .commands
-                .get(&inv.command)
-                .is_some_and(|c| c.confirm);
-        out.push(Cmd::Log {
-            turn,
-            stage: commands::Stage::Requested,
-            invocation: inv.clone(),
-            transcript: transcript.clone(),
-        });
-        if confirm {
-            let question = format!(
-                "Should I {}? Say yes or no.",
-                self.settings.commands.describe(&inv)
-            );
-            self.pending_confirm = Some(Pending {
-                invocation: inv,
-                transcript,
-                question: question.clone(),
-                asked_in: turn,
-                expires_at: None,
-            });
-            self.say(turn, TurnOutcome::Confirm, &question, out);
-        } else {
-            self.run_command(turn, inv, transcript, out);
-        }
-    }
-
-    fn run_command(&mut self, turn: u64, inv: Invocation, transcript: String, out: &mut Vec<Cmd>) {
-        if let Some(t) = self.turn.as_mut() {
-            t.record.command = Some(inv.clone());
-            t.record.outcome = TurnOutcome::Command;
-        }
-        out.push(Cmd::Act {
-            turn,
-            invocation: inv,
-            transcript,
-        });
-    }
-}
-
-/// The transcript without its leading wake phrase, if it starts with one (fuzzily: "Hey,
-/// Soto." matches "hey sotto").
-pub fn strip_wake_phrase(transcript: &str, wake: &str) -> Option<String> {
-    let wake = commands::normalise(wake);
-    let heard: Vec<&str> = transcript.split_whitespace().collect();
-    if heard.len() < wake.len() || wake.is_empty() {
-        return None;
-    }
-    let lead = commands::normalise(&heard[..wake.len()].join(" "));
-    let close = lead.len() == wake.len()
-        && lead
-            .iter()
-            .zip(&wake)
-            .all(|(h, w)| h == w || (w.chars().count() >= 4 && commands::char_distance(h, w) <= 1));
-    close.then(|| {
-        heard[wake.len()..]
-            .join(" ")
-            .trim_start_matches([',', '.', '!', '?', ' '])
-            .to_string()
-    })
-}
-
-enum LlmJob {
-    Respond {
-        turn: u64,
-        text: String,
-    },
-    Route {
-        turn: u64,
-        text: String,
-        options: Vec<Invocation>,
-        descriptions: Vec<String>,
-    },
-}
-
-enum TtsJob {
-    /// `first`: the turn's first clause (its timing is reported).
-    Speak {
-        turn: u64,
-        text: String,
-        first: bool,
-    },
-    End {
-        turn: u64,
-    },
-}
-
-enum Play {
-    Audio {
-        turn: u64,
-        samples: Vec<f32>,
-        rate_hz: u32,
-        synth_ms: u64,
-    },
-    End {
-        turn: u64,
-    },
-}
-
-enum ActJob {
-    /// Log "started", run the action, log "finished".
-    Run {
-        turn: u64,
-        invocation: Invocation,
-        transcript: String,
-    },
-    /// Log a stage decided by the coordinator.
-    Log {
-        turn: u64,
-        stage: commands::Stage,
-        invocation: Invocation,
-        transcript: String,
-    },
 }
 
 /// What a finished session reports.
@@ -839,55 +71,45 @@ pub struct Summary {
     pub dropped_samples: u64,
 }
 
-fn spawn<T: Send + 'static>(
-    name: &'static str,
-    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
-) -> JoinHandle<Result<T, AgentError>> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .expect("spawning a thread only fails when the OS is out of resources")
-}
-
-fn stage_err(stage: &'static str) -> impl FnOnce(StageError) -> AgentError {
+fn failed(stage: &'static str) -> impl FnOnce(StageError) -> AgentError {
     move |source| AgentError::Stage { stage, source }
 }
 
-/// Runs the agent until the input ends, `stop` is set, or `max_turns` turns are done.
+/// Runs the agent until the input ends, `stop` is set, or `settings.max_turns` turns are done.
 /// `on_turn` is called on this thread for every finished turn.
 pub fn run(
-    listen: DictationOptions,
+    listen: ListenOptions,
     stages: Stages,
     settings: Settings,
     stop: Arc<AtomicBool>,
     mut on_turn: impl FnMut(&TurnRecord),
 ) -> Result<Summary, AgentError> {
     let started = Instant::now();
-    let live = Arc::new(AtomicU64::new(0));
+    let live = Arc::new(LiveTurn::default());
     let mute = Arc::new(AtomicBool::new(false));
     // Speech onsets: drop when full (only the first of a burst matters).
     let (speech_tx, speech_rx) = bounded::<Instant>(4);
     let listener = Listener::start(
         &listen,
         stop.clone(),
-        FrontendHooks {
+        Hooks {
             mute: Some(mute.clone()),
             speech_started: Some(speech_tx),
         },
     )?;
     // Events: block when full; the coordinator always drains them. After it quits the
-    // receiver is gone and every send fails, which the stages take as "stop".
+    // receiver is gone and every send fails, which the workers take as "stop".
     let (ev_tx, ev_rx) = bounded::<Event>(256);
     // Jobs: the coordinator waits rather than drop a turn.
-    let (llm_tx, llm_rx) = bounded::<LlmJob>(4);
+    let (llm_tx, llm_rx) = bounded::<respond::Job>(4);
+    // The coordinator's go-ahead after the first clause: drop when full (a stale one is moot).
+    let (resume_tx, resume_rx) = bounded(4);
     // Clauses and audio: block when full (a few sentences ahead is plenty).
-    let (tts_tx, tts_rx) = bounded::<TtsJob>(32);
-    let (play_tx, play_rx) = bounded::<Play>(32);
-    // Stop: never behind audio, its own channel.
+    let (tts_tx, tts_rx) = bounded::<speak::Job>(32);
+    let (play_tx, play_rx) = bounded::<play::Job>(32);
+    // Stop: never behind audio, its own channel; drop when full (one stop is enough).
     let (stop_tx, stop_rx) = bounded::<Instant>(8);
-    let (act_tx, act_rx) = bounded::<ActJob>(8);
-    // The TTS tells the LLM when a turn's first clause is synthesized (see the LLM thread).
-    let (first_synth_tx, first_synth_rx) = bounded::<u64>(4);
+    let (act_tx, act_rx) = bounded::<act::Job>(8);
 
     let Stages {
         mut transcriber,
@@ -896,374 +118,88 @@ pub fn run(
         output,
     } = stages;
 
-    let stt = {
+    let stt: JoinHandle<Result<(), AgentError>> = {
         let utterances = listener.utterances.clone();
+        let cancelled = listener.cancelled_through.clone();
         let ev = ev_tx.clone();
         spawn("stt", move || {
-            for Timed {
-                utterance,
-                detected,
-                id,
-            } in utterances.iter()
-            {
-                if ev
+            let r = transcribe::run(&mut *transcriber, &utterances, &cancelled, |p| match p {
+                Progress::Started {
+                    turn,
+                    ended_at,
+                    last_voiced_at,
+                } => ev
                     .send(Event::UtteranceEnded {
-                        turn: id,
-                        at: detected,
-                    })
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                let t0 = Instant::now();
-                let text = match transcriber.transcribe(&utterance.samples) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let _ = ev.send(Event::Failed { stage: "stt" });
-                        return Err(stage_err("speech recognition")(e));
-                    }
-                };
-                tracing::info!(
-                    stage = "stt",
-                    turn = id,
-                    ms = t0.elapsed().as_millis() as u64,
-                    text,
-                    "transcribed"
-                );
-                let sent = ev.send(Event::Transcript {
-                    turn: id,
-                    text,
-                    at: Instant::now(),
-                    stt_ms: t0.elapsed().as_millis() as u64,
-                });
-                if sent.is_err() {
-                    return Ok(());
-                }
-            }
-            let _ = ev.send(Event::InputEnded);
-            Ok(())
-        })
-    };
-
-    let llm = {
-        let ev = ev_tx.clone();
-        let max_sentences = settings.max_sentences.max(1);
-        let tts = tts_tx.clone();
-        let live = live.clone();
-        spawn("llm", move || {
-            for job in llm_rx.iter() {
-                match job {
-                    LlmJob::Route {
                         turn,
-                        text,
-                        options,
-                        descriptions,
-                    } => {
-                        let choice = match responder.choose(&text, &descriptions) {
-                            Ok(c) => c.and_then(|i| options.get(i).cloned()),
-                            Err(e) => {
-                                let _ = ev.send(Event::Failed { stage: "llm" });
-                                return Err(stage_err("the language model")(e));
-                            }
-                        };
-                        if ev.send(Event::Routed { turn, choice }).is_err() {
-                            return Ok(());
-                        }
-                    }
-                    LlmJob::Respond { turn, text } => {
-                        if live.load(Ordering::SeqCst) != turn {
-                            continue;
-                        }
-                        let cancel = AtomicBool::new(false);
-                        let mut chunker = Chunker::new();
-                        let mut first = true;
-                        let mut reply = String::new();
-                        let send_clause = |clause: String, first: &mut bool| {
-                            if *first {
-                                let _ = ev.send(Event::FirstClause {
-                                    turn,
-                                    at: Instant::now(),
-                                    synth_ms: None,
-                                });
-                            }
-                            let _ = tts.send(TtsJob::Speak {
-                                turn,
-                                text: clause,
-                                first: *first,
-                            });
-                            *first = false;
-                        };
-                        let mut first_token = true;
-                        let mut sentences = 0;
-                        let result = responder.respond(&text, &cancel, &mut |piece| {
-                            if live.load(Ordering::SeqCst) != turn || sentences >= max_sentences {
-                                cancel.store(true, Ordering::SeqCst);
-                                return;
-                            }
-                            if first_token {
-                                first_token = false;
-                                let _ = ev.send(Event::FirstToken {
-                                    turn,
-                                    at: Instant::now(),
-                                });
-                            }
-                            for clause in chunker.push(piece) {
-                                if sentences >= max_sentences {
-                                    break;
-                                }
-                                if clause.ends_with(['.', '!', '?']) {
-                                    sentences += 1;
-                                }
-                                // The reply is what is spoken.
-                                reply.push_str(&clause);
-                                reply.push(' ');
-                                let was_first = first;
-                                send_clause(clause, &mut first);
-                                // The first clause's synthesis is what the user waits for; on
-                                // a small machine, decoding on beside it slows it down. The
-                                // rest of the reply has the first clause's playing time to
-                                // catch up, so decoding pauses until it is synthesized.
-                                if was_first {
-                                    let deadline = Instant::now() + FIRST_CLAUSE_WAIT;
-                                    while let Ok(t) = first_synth_rx.recv_deadline(deadline) {
-                                        if t == turn {
-                                            break;
-                                        }
-                                    }
-                                }
-                            }
-                        });
-                        let stats = match result {
-                            Ok(s) => s,
-                            Err(e) => {
-                                let _ = ev.send(Event::Failed { stage: "llm" });
-                                return Err(stage_err("the language model")(e));
-                            }
-                        };
-                        if live.load(Ordering::SeqCst) == turn {
-                            if let Some(rest) =
-                                chunker.finish().filter(|_| sentences < max_sentences)
-                            {
-                                reply.push_str(&rest);
-                                send_clause(rest, &mut first);
-                            }
-                            let _ = tts.send(TtsJob::End { turn });
-                        }
-                        if ev
-                            .send(Event::ReplyDone {
-                                turn,
-                                text: reply,
-                                stats,
-                            })
-                            .is_err()
-                        {
-                            return Ok(());
-                        }
-                    }
+                        ended_at,
+                        last_voiced_at,
+                    })
+                    .is_ok(),
+                Progress::Done(t) => ev
+                    .send(Event::Transcript {
+                        turn: t.heard.turn,
+                        text: t.text,
+                        at: t.at,
+                        stt_ms: t.took.as_millis() as u64,
+                    })
+                    .is_ok(),
+            });
+            match r {
+                Ok(_) => {
+                    let _ = ev.send(Event::InputEnded);
+                    Ok(())
                 }
-            }
-            Ok(())
-        })
-    };
-
-    let tts = {
-        let ev = ev_tx.clone();
-        let live = live.clone();
-        spawn("tts", move || {
-            for job in tts_rx.iter() {
-                match job {
-                    TtsJob::Speak { turn, text, first } => {
-                        if live.load(Ordering::SeqCst) != turn {
-                            continue;
-                        }
-                        let t0 = Instant::now();
-                        let (samples, rate_hz) = match voice.synthesize(&text) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                let _ = ev.send(Event::Failed { stage: "tts" });
-                                return Err(stage_err("speech synthesis")(e));
-                            }
-                        };
-                        let synth_ms = t0.elapsed().as_millis() as u64;
-                        tracing::debug!(
-                            stage = "tts",
-                            turn,
-                            ms = synth_ms,
-                            text,
-                            "clause synthesized"
-                        );
-                        if first {
-                            let _ = first_synth_tx.try_send(turn);
-                            let _ = ev.send(Event::FirstClause {
-                                turn,
-                                at: t0,
-                                synth_ms: Some(synth_ms),
-                            });
-                        }
-                        if live.load(Ordering::SeqCst) != turn {
-                            continue;
-                        }
-                        let play = Play::Audio {
-                            turn,
-                            samples,
-                            rate_hz,
-                            synth_ms,
-                        };
-                        if play_tx.send(play).is_err() {
-                            return Ok(());
-                        }
-                    }
-                    TtsJob::End { turn } => {
-                        if play_tx.send(Play::End { turn }).is_err() {
-                            return Ok(());
-                        }
-                        if tts_rx.is_empty() {
-                            voice.idle();
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })
-    };
-
-    let playback = {
-        let ev = ev_tx.clone();
-        let live = live.clone();
-        spawn("playback", move || {
-            let mut out = match output(started) {
-                Ok(o) => o,
                 Err(e) => {
-                    let _ = ev.send(Event::Failed { stage: "playback" });
-                    return Err(e.into());
-                }
-            };
-            let mut started_turn = 0u64;
-            let mut ending: Option<u64> = None;
-            let mut audio_open = true;
-            loop {
-                select! {
-                    recv(stop_rx) -> detected => {
-                        let Ok(detected) = detected else { break };
-                        out.stop();
-                        ending = None;
-                        let at = Instant::now();
-                        tracing::info!(stage = "playback", ms = ms(detected, at), "stopped (barge-in)");
-                        let _ = ev.send(Event::Stopped { detected, at });
-                    }
-                    recv(play_rx) -> msg => match msg {
-                        Ok(Play::Audio { turn, samples, rate_hz, synth_ms }) => {
-                            if live.load(Ordering::SeqCst) != turn {
-                                continue;
-                            }
-                            let at = out.queue(&samples, rate_hz)?;
-                            if started_turn != turn {
-                                started_turn = turn;
-                                let _ = ev.send(Event::FirstAudio { turn, at, synth_ms });
-                            }
-                        }
-                        Ok(Play::End { turn }) => {
-                            if live.load(Ordering::SeqCst) == turn {
-                                ending = Some(turn);
-                            }
-                        }
-                        Err(_) => audio_open = false,
-                    },
-                    default(Duration::from_millis(5)) => {}
-                }
-                if let Some(turn) = ending
-                    && out.idle()
-                {
-                    ending = None;
-                    let _ = ev.send(Event::Drained { turn });
-                }
-                if !audio_open {
-                    break;
+                    let _ = ev.send(Event::Failed { stage: "stt" });
+                    Err(failed("speech recognition")(e))
                 }
             }
-            out.finish()?;
-            Ok(())
         })
     };
 
-    let actions = {
+    let llm: JoinHandle<Result<(), AgentError>> = {
+        let (ev, tts, live) = (ev_tx.clone(), tts_tx.clone(), live.clone());
+        let max_sentences = settings.max_sentences;
+        spawn("llm", move || {
+            respond::run(
+                &mut *responder,
+                &llm_rx,
+                &resume_rx,
+                &live,
+                &ev,
+                &tts,
+                max_sentences,
+            )
+            .map_err(|e| {
+                let _ = ev.send(Event::Failed { stage: "llm" });
+                failed("the language model")(e)
+            })
+        })
+    };
+
+    let tts: JoinHandle<Result<(), AgentError>> = {
+        let (ev, live) = (ev_tx.clone(), live.clone());
+        spawn("tts", move || {
+            speak::run(&mut *voice, &tts_rx, &live, &ev, &play_tx).map_err(|e| {
+                let _ = ev.send(Event::Failed { stage: "tts" });
+                failed("speech synthesis")(e)
+            })
+        })
+    };
+
+    let playback: JoinHandle<Result<(), AgentError>> = {
+        let (ev, live) = (ev_tx.clone(), live.clone());
+        spawn("playback", move || {
+            play::run(output, started, &play_rx, &stop_rx, &live, &ev).map_err(Into::into)
+        })
+    };
+
+    let actions: JoinHandle<Result<(), AgentError>> = {
         let ev = ev_tx.clone();
         let log = settings.action_log.clone().map(|path| ActionLog { path });
         let commands = settings.commands.clone();
         spawn("actions", move || {
-            let record = |turn: u64,
-                          stage: commands::Stage,
-                          inv: &Invocation,
-                          transcript: &str,
-                          arguments: Vec<String>,
-                          result: Option<&Outcome>| {
-                let Some(log) = &log else { return };
-                let entry = commands::LogEntry {
-                    time: crate::audit::identity::now_rfc3339(),
-                    turn,
-                    stage,
-                    transcript,
-                    command: &inv.command,
-                    slots: &inv.slots,
-                    arguments,
-                    result,
-                };
-                if let Err(e) = log.append(&entry) {
-                    tracing::warn!(stage = "actions", path = %log.path.display(), error = %e, "cannot write the action log");
-                }
-            };
-            for job in act_rx.iter() {
-                let (turn, invocation, transcript) = match job {
-                    ActJob::Log {
-                        turn,
-                        stage,
-                        invocation,
-                        transcript,
-                    } => {
-                        record(turn, stage, &invocation, &transcript, Vec::new(), None);
-                        continue;
-                    }
-                    ActJob::Run {
-                        turn,
-                        invocation,
-                        transcript,
-                    } => (turn, invocation, transcript),
-                };
-                let action = commands.resolve(&invocation);
-                let arguments = action.as_ref().map(commands::arguments).unwrap_or_default();
-                record(
-                    turn,
-                    commands::Stage::Started,
-                    &invocation,
-                    &transcript,
-                    arguments.clone(),
-                    None,
-                );
-                let outcome = match &action {
-                    Some(a) => commands::execute(a),
-                    None => Outcome::Failed {
-                        message: format!("no command {:?}", invocation.command),
-                    },
-                };
-                tracing::info!(
-                    stage = "actions",
-                    turn,
-                    command = invocation.command,
-                    ?outcome,
-                    "action"
-                );
-                record(
-                    turn,
-                    commands::Stage::Finished,
-                    &invocation,
-                    &transcript,
-                    arguments,
-                    Some(&outcome),
-                );
-                if ev.send(Event::ActionDone { turn, outcome }).is_err() {
-                    break;
-                }
-            }
+            act::run(&commands, log.as_ref(), &act_rx, &ev);
             Ok(())
         })
     };
@@ -1277,7 +213,7 @@ pub fn run(
         let event = select! {
             recv(speech_rx) -> at => match at {
                 Ok(at) => Some(Event::SpeechStarted { at }),
-                // The front end has finished; the events channel tells the rest.
+                // The listener has finished; the events channel tells the rest.
                 Err(_) => {
                     speech_rx = crossbeam_channel::never();
                     None
@@ -1300,13 +236,13 @@ pub fn run(
         };
         for cmd in commands {
             match cmd {
-                Cmd::SetLive(turn) => live.store(turn, Ordering::SeqCst),
+                Cmd::SetLive(turn) => live.set(turn),
                 Cmd::Mute(on) => mute.store(on, Ordering::SeqCst),
                 Cmd::StopPlayback { detected } => {
                     let _ = stop_tx.try_send(detected);
                 }
                 Cmd::Respond { turn, text } => {
-                    let _ = llm_tx.send(LlmJob::Respond { turn, text });
+                    let _ = llm_tx.send(respond::Job::Respond { turn, text });
                 }
                 Cmd::Route {
                     turn,
@@ -1317,27 +253,30 @@ pub fn run(
                         .iter()
                         .map(|o| settings.commands.describe(o))
                         .collect();
-                    let _ = llm_tx.send(LlmJob::Route {
+                    let _ = llm_tx.send(respond::Job::Route {
                         turn,
                         text,
                         options,
                         descriptions,
                     });
                 }
+                Cmd::ResumeReply { turn } => {
+                    let _ = resume_tx.try_send(turn);
+                }
                 Cmd::Say { turn, text } => {
-                    let _ = tts_tx.send(TtsJob::Speak {
+                    let _ = tts_tx.send(speak::Job::Speak {
                         turn,
                         text,
                         first: true,
                     });
-                    let _ = tts_tx.send(TtsJob::End { turn });
+                    let _ = tts_tx.send(speak::Job::End { turn });
                 }
                 Cmd::Act {
                     turn,
                     invocation,
                     transcript,
                 } => {
-                    let _ = act_tx.send(ActJob::Run {
+                    let _ = act_tx.send(act::Job::Run {
                         turn,
                         invocation,
                         transcript,
@@ -1349,7 +288,7 @@ pub fn run(
                     invocation,
                     transcript,
                 } => {
-                    let _ = act_tx.send(ActJob::Log {
+                    let _ = act_tx.send(act::Job::Log {
                         turn,
                         stage,
                         invocation,
@@ -1357,7 +296,7 @@ pub fn run(
                     });
                 }
                 Cmd::Report(record) => {
-                    tracing::info!(stage = "agent", turn = record.turn, outcome = ?record.outcome, latency = ?record.latency, "turn finished");
+                    tracing::info!(stage = "agent", turn = record.turn.get(), outcome = ?record.outcome, latency = ?record.latency, "turn finished");
                     on_turn(&record);
                     summary.turns.push(*record);
                 }
@@ -1367,9 +306,9 @@ pub fn run(
     }
 
     // Shut down: no turn is live, the listener stops, every channel into a stage closes.
-    live.store(0, Ordering::SeqCst);
+    live.set(None);
     stop.store(true, Ordering::SeqCst);
-    drop((llm_tx, tts_tx, stop_tx, act_tx));
+    drop((llm_tx, tts_tx, stop_tx, act_tx, resume_tx));
     drop(ev_rx);
     drop(speech_rx);
     let join = |name: &'static str, h: JoinHandle<Result<(), AgentError>>| {
@@ -1382,504 +321,7 @@ pub fn run(
         join("playback", playback),
         join("actions", actions),
     ];
-    let (dropped, _) = listener.finish()?;
-    summary.dropped_samples = dropped;
+    summary.dropped_samples = listener.finish()?.dropped_samples;
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(summary)
-}
-
-/// Whisper as the agent's transcriber.
-pub struct WhisperStage {
-    pub stt: crate::stt::Stt,
-    pub opts: crate::stt::SttOptions,
-}
-
-impl Transcriber for WhisperStage {
-    fn transcribe(&mut self, samples_16k: &[f32]) -> Result<String, StageError> {
-        let segments = self.stt.transcribe(samples_16k, &self.opts, None)?;
-        Ok(crate::stt::strip_non_speech(
-            &crate::transcript::plain_text(&segments),
-        ))
-    }
-}
-
-/// The on-device LLM as the agent's responder; the conversation carries over between turns.
-pub struct LlmStage {
-    pub llm: crate::llm::Llm,
-    pub params: crate::llm::GenParams,
-}
-
-impl Responder for LlmStage {
-    fn respond(
-        &mut self,
-        text: &str,
-        cancel: &AtomicBool,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<ReplyStats, StageError> {
-        let r = self.llm.respond(text, &self.params, cancel, on_text)?;
-        Ok(ReplyStats {
-            prompt_tokens: r.prompt_tokens,
-            prefilled_tokens: r.prefilled_tokens,
-            tokens: r.tokens,
-            prefill_ms: r.prefill.as_millis() as u64,
-            decode_ms: r.decode.as_millis() as u64,
-        })
-    }
-
-    fn choose(&mut self, request: &str, options: &[String]) -> Result<Option<usize>, StageError> {
-        Ok(self.llm.choose(request, options)?)
-    }
-}
-
-/// A Piper voice as the agent's voice.
-pub struct PiperStage {
-    pub tts: crate::tts::Tts,
-    pub speed: f32,
-}
-
-impl Voice for PiperStage {
-    fn synthesize(&mut self, text: &str) -> Result<(Vec<f32>, u32), StageError> {
-        let s = self.tts.synthesize(text, self.speed)?;
-        Ok((s.samples, s.sample_rate_hz))
-    }
-
-    fn idle(&mut self) {
-        if let Err(e) = self.tts.release_memory() {
-            tracing::warn!(stage = "tts", error = %e, "could not release the voice's memory");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> Settings {
-        Settings {
-            commands: Commands::parse(
-                std::path::Path::new("c.toml"),
-                r#"
-[[command]]
-name = "lamp-on"
-phrases = ["turn on the lamp"]
-run = ["/bin/true"]
-reply = "Done."
-
-[[command]]
-name = "delete"
-phrases = ["delete everything"]
-run = ["/bin/true"]
-confirm = true
-"#,
-            )
-            .unwrap(),
-            ..Settings::default()
-        }
-    }
-
-    fn reports(cmds: &[Cmd]) -> Vec<&TurnRecord> {
-        cmds.iter()
-            .filter_map(|c| match c {
-                Cmd::Report(r) => Some(r.as_ref()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Drives one turn up to its transcript; returns what the coordinator asks for, without
-    /// the action-log lines (see `logged`).
-    fn heard(c: &mut Coordinator, turn: u64, text: &str, t: Instant) -> Vec<Cmd> {
-        heard_all(c, turn, text, t)
-            .into_iter()
-            .filter(|c| !matches!(c, Cmd::Log { .. }))
-            .collect()
-    }
-
-    fn heard_all(c: &mut Coordinator, turn: u64, text: &str, t: Instant) -> Vec<Cmd> {
-        c.handle(Event::SpeechStarted { at: t }, t);
-        c.handle(Event::UtteranceEnded { turn, at: t }, t);
-        c.handle(
-            Event::Transcript {
-                turn,
-                text: text.into(),
-                at: t,
-                stt_ms: 100,
-            },
-            t,
-        )
-    }
-
-    fn logged(cmds: &[Cmd]) -> Vec<commands::Stage> {
-        cmds.iter()
-            .filter_map(|c| match c {
-                Cmd::Log { stage, .. } => Some(*stage),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn acts(cmds: &[Cmd]) -> usize {
-        cmds.iter().filter(|c| matches!(c, Cmd::Act { .. })).count()
-    }
-
-    #[test]
-    fn a_pending_confirmation_expires_and_then_never_runs() {
-        use commands::Stage::*;
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut c = Coordinator::new(settings(), t0);
-        let cmds = heard_all(&mut c, 1, "Delete everything", at(0));
-        assert_eq!(logged(&cmds), vec![Requested]);
-        // The question finishes playing at 2 s; 8 s later it has expired.
-        c.handle(Event::Drained { turn: 1 }, at(2));
-        assert!(logged(&c.tick(at(9))).is_empty(), "not yet");
-        assert_eq!(logged(&c.tick(at(10))), vec![Expired]);
-        let cmds = heard_all(&mut c, 2, "Yes.", at(11));
-        assert_eq!(
-            acts(&cmds),
-            0,
-            "an expired confirmation does not run: {cmds:?}"
-        );
-    }
-
-    #[test]
-    fn another_request_cancels_a_pending_confirmation_and_is_answered() {
-        use commands::Stage::*;
-        let t0 = Instant::now();
-        let mut c = Coordinator::new(settings(), t0);
-        heard_all(&mut c, 1, "Delete everything", t0);
-        c.handle(Event::Drained { turn: 1 }, t0);
-        let cmds = heard_all(&mut c, 2, "What is the capital of France?", t0);
-        assert_eq!(logged(&cmds), vec![Cancelled]);
-        assert!(
-            cmds.iter().any(|c| matches!(c, Cmd::Respond { .. })),
-            "{cmds:?}"
-        );
-        c.handle(Event::Drained { turn: 2 }, t0);
-        // The cancelled command is gone: a later "yes" runs nothing.
-        let cmds = heard_all(&mut c, 3, "Yes.", t0);
-        assert_eq!(acts(&cmds), 0);
-    }
-
-    #[test]
-    fn negative_and_unclear_answers_through_the_coordinator_run_nothing() {
-        let t0 = Instant::now();
-        for reply in [
-            "Please don't.",
-            "No, don't do it.",
-            "Okay, no, stop.",
-            "Maybe.",
-        ] {
-            let mut c = Coordinator::new(settings(), t0);
-            heard(&mut c, 1, "Delete everything", t0);
-            c.handle(Event::Drained { turn: 1 }, t0);
-            let cmds = heard_all(&mut c, 2, reply, t0);
-            assert_eq!(acts(&cmds), 0, "{reply:?}: {cmds:?}");
-            assert_eq!(logged(&cmds), vec![commands::Stage::Declined], "{reply:?}");
-        }
-    }
-
-    #[test]
-    fn a_question_goes_through_every_state_and_is_reported_with_latencies() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut c = Coordinator::new(Settings::default(), t0);
-        assert_eq!(c.state, State::Idle);
-        c.handle(Event::SpeechStarted { at: at(0) }, at(0));
-        assert_eq!(c.state, State::Listening);
-        let cmds = c.handle(
-            Event::UtteranceEnded {
-                turn: 1,
-                at: at(2600),
-            },
-            at(2600),
-        );
-        assert_eq!(cmds, vec![Cmd::SetLive(1)]);
-        assert_eq!(c.state, State::Transcribing);
-        let cmds = c.handle(
-            Event::Transcript {
-                turn: 1,
-                text: " What is the capital of France?".into(),
-                at: at(2900),
-                stt_ms: 300,
-            },
-            at(2900),
-        );
-        assert_eq!(
-            cmds,
-            vec![Cmd::Respond {
-                turn: 1,
-                text: "What is the capital of France?".into()
-            }]
-        );
-        assert_eq!(c.state, State::Thinking);
-        c.handle(
-            Event::FirstToken {
-                turn: 1,
-                at: at(3100),
-            },
-            at(3100),
-        );
-        c.handle(
-            Event::FirstClause {
-                turn: 1,
-                at: at(3300),
-                synth_ms: None,
-            },
-            at(3300),
-        );
-        let cmds = c.handle(
-            Event::FirstAudio {
-                turn: 1,
-                at: at(3500),
-                synth_ms: 150,
-            },
-            at(3500),
-        );
-        assert_eq!(cmds, vec![Cmd::Mute(true)], "the echo guard closes");
-        assert_eq!(c.state, State::Speaking);
-        c.handle(
-            Event::ReplyDone {
-                turn: 1,
-                text: "Paris.".into(),
-                stats: ReplyStats::default(),
-            },
-            at(3600),
-        );
-        let cmds = c.handle(Event::Drained { turn: 1 }, at(5000));
-        let r = reports(&cmds);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].outcome, TurnOutcome::Answered);
-        assert_eq!(r[0].reply, "Paris.");
-        assert_eq!(
-            r[0].latency,
-            Latency {
-                vad_end_ms: 600,
-                transcript_ms: Some(900),
-                first_token_ms: Some(1100),
-                first_clause_ms: Some(1300),
-                first_audio_ms: Some(1500),
-            }
-        );
-        assert_eq!(c.state, State::Idle);
-        // The microphone opens again after the tail, not before.
-        assert!(c.tick(at(5100)).is_empty());
-        assert_eq!(c.tick(at(5300)), vec![Cmd::Mute(false)]);
-    }
-
-    #[test]
-    fn barge_in_cancels_the_turn_before_stopping_playback() {
-        let t0 = Instant::now();
-        let mut c = Coordinator::new(
-            Settings {
-                barge_in: true,
-                ..Settings::default()
-            },
-            t0,
-        );
-        heard(&mut c, 1, "Tell me a story.", t0);
-        let cmds = c.handle(
-            Event::FirstAudio {
-                turn: 1,
-                at: t0,
-                synth_ms: 1,
-            },
-            t0,
-        );
-        assert!(cmds.is_empty(), "no echo guard with barge-in");
-        let speech = t0 + Duration::from_secs(2);
-        let cmds = c.handle(Event::SpeechStarted { at: speech }, speech);
-        assert_eq!(
-            cmds,
-            vec![Cmd::SetLive(0), Cmd::StopPlayback { detected: speech }]
-        );
-        assert_eq!(c.state, State::Listening);
-        // Late messages of the cancelled turn change nothing.
-        assert!(c.handle(Event::Drained { turn: 1 }, speech).is_empty());
-        let cmds = c.handle(
-            Event::Stopped {
-                detected: speech,
-                at: speech + Duration::from_millis(7),
-            },
-            speech,
-        );
-        let r = reports(&cmds);
-        assert_eq!(r[0].outcome, TurnOutcome::Interrupted);
-        assert_eq!(r[0].barge_in_stop_ms, Some(7));
-    }
-
-    #[test]
-    fn without_barge_in_speech_while_speaking_is_ignored() {
-        let t0 = Instant::now();
-        let mut c = Coordinator::new(Settings::default(), t0);
-        heard(&mut c, 1, "Hello.", t0);
-        c.handle(
-            Event::FirstAudio {
-                turn: 1,
-                at: t0,
-                synth_ms: 1,
-            },
-            t0,
-        );
-        assert!(c.handle(Event::SpeechStarted { at: t0 }, t0).is_empty());
-        assert_eq!(c.state, State::Speaking);
-    }
-
-    #[test]
-    fn a_newer_utterance_supersedes_a_turn_still_thinking() {
-        let t0 = Instant::now();
-        let mut c = Coordinator::new(Settings::default(), t0);
-        heard(&mut c, 1, "What time is it?", t0);
-        let cmds = c.handle(Event::UtteranceEnded { turn: 2, at: t0 }, t0);
-        assert_eq!(cmds[0], Cmd::SetLive(0));
-        assert_eq!(cmds.last(), Some(&Cmd::SetLive(2)));
-        // The old transcript or reply is stale now.
-        let stale = c.handle(
-            Event::Transcript {
-                turn: 1,
-                text: "x".into(),
-                at: t0,
-                stt_ms: 1,
-            },
-            t0,
-        );
-        assert!(stale.is_empty());
-    }
-
-    #[test]
-    fn commands_run_and_confirmations_are_asked() {
-        let t0 = Instant::now();
-        let mut c = Coordinator::new(settings(), t0);
-        let cmds = heard(&mut c, 1, "Turn on the lamp.", t0);
-        assert!(
-            matches!(&cmds[0], Cmd::Act { turn: 1, invocation, .. } if invocation.command == "lamp-on")
-        );
-        let cmds = c.handle(
-            Event::ActionDone {
-                turn: 1,
-                outcome: Outcome::Ok { exit_code: Some(0) },
-            },
-            t0,
-        );
-        assert_eq!(
-            cmds,
-            vec![Cmd::Say {
-                turn: 1,
-                text: "Done.".into()
-            }]
-        );
-        let r = c.handle(Event::Drained { turn: 1 }, t0);
-        assert_eq!(reports(&r)[0].outcome, TurnOutcome::Command);
-
-        let cmds = heard(&mut c, 2, "Delete everything", t0);
-        assert!(
-            matches!(&cmds[0], Cmd::Say { text, .. } if text.starts_with("Should I delete everything?"))
-        );
-        c.handle(Event::Drained { turn: 2 }, t0);
-        let cmds = heard(&mut c, 3, "No.", t0);
-        assert!(matches!(&cmds[0], Cmd::Say { text, .. } if text == "Okay, I won't."));
-        c.handle(Event::Drained { turn: 3 }, t0);
-        heard(&mut c, 4, "Delete everything", t0);
-        c.handle(Event::Drained { turn: 4 }, t0);
-        let cmds = heard_all(&mut c, 5, "Yes, do it.", t0);
-        assert_eq!(logged(&cmds), vec![commands::Stage::Confirmed]);
-        assert!(
-            cmds.iter().any(
-                |c| matches!(c, Cmd::Act { invocation, .. } if invocation.command == "delete")
-            )
-        );
-    }
-
-    #[test]
-    fn a_near_miss_goes_to_the_llm_and_its_pick_is_confirmed_before_running() {
-        let t0 = Instant::now();
-        let mut c = Coordinator::new(settings(), t0);
-        let cmds = heard(&mut c, 1, "Turn off the lamp.", t0);
-        let Some(Cmd::Route { options, .. }) = cmds.first() else {
-            panic!("{cmds:?}")
-        };
-        assert_eq!(options[0].command, "lamp-on");
-        let cmds: Vec<Cmd> = c
-            .handle(
-                Event::Routed {
-                    turn: 1,
-                    choice: Some(options[0].clone()),
-                },
-                t0,
-            )
-            .into_iter()
-            .filter(|c| !matches!(c, Cmd::Log { .. }))
-            .collect();
-        assert!(
-            matches!(&cmds[0], Cmd::Say { text, .. } if text.starts_with("Should I turn on the lamp?")),
-            "{cmds:?}"
-        );
-        c.handle(Event::Drained { turn: 1 }, t0);
-        let cmds = heard(&mut c, 2, "No.", t0);
-        assert!(matches!(&cmds[0], Cmd::Say { text, .. } if text == "Okay, I won't."));
-        c.handle(Event::Drained { turn: 2 }, t0);
-        // The LLM picking none makes it a question for the LLM.
-        let cmds = heard(&mut c, 3, "Turn off the lamp.", t0);
-        assert!(matches!(&cmds[0], Cmd::Route { .. }));
-        let cmds = c.handle(
-            Event::Routed {
-                turn: 3,
-                choice: None,
-            },
-            t0,
-        );
-        assert!(matches!(&cmds[0], Cmd::Respond { .. }), "{cmds:?}");
-    }
-
-    #[test]
-    fn the_wake_phrase_gates_turns() {
-        let t0 = Instant::now();
-        let mut c = Coordinator::new(
-            Settings {
-                wake_phrase: Some("hey sotto".into()),
-                ..Settings::default()
-            },
-            t0,
-        );
-        let cmds = heard(&mut c, 1, "What is the time?", t0);
-        assert_eq!(reports(&cmds)[0].outcome, TurnOutcome::Ignored);
-        let cmds = heard(&mut c, 2, "Hey, Soto. What is the time?", t0);
-        assert_eq!(
-            cmds,
-            vec![Cmd::Respond {
-                turn: 2,
-                text: "What is the time?".into()
-            }]
-        );
-        c.handle(Event::Drained { turn: 2 }, t0);
-        let cmds = heard(&mut c, 3, "Hey Sotto.", t0);
-        assert!(matches!(&cmds[0], Cmd::Say { text, .. } if text == "Yes?"));
-        c.handle(Event::Drained { turn: 3 }, t0);
-        let cmds = heard(&mut c, 4, "Tell me a joke.", t0);
-        assert!(matches!(&cmds[0], Cmd::Respond { .. }));
-    }
-
-    #[test]
-    fn the_session_ends_after_max_turns_or_the_input() {
-        let t0 = Instant::now();
-        let mut c = Coordinator::new(
-            Settings {
-                max_turns: Some(1),
-                ..Settings::default()
-            },
-            t0,
-        );
-        heard(&mut c, 1, "Hi.", t0);
-        assert!(!c.tick(t0).contains(&Cmd::Quit), "not while a turn is live");
-        let cmds = c.handle(Event::Drained { turn: 1 }, t0);
-        assert!(cmds.contains(&Cmd::Quit));
-
-        let mut c = Coordinator::new(Settings::default(), t0);
-        heard(&mut c, 1, "Hi.", t0);
-        assert!(!c.handle(Event::InputEnded, t0).contains(&Cmd::Quit));
-        assert!(
-            c.handle(Event::Drained { turn: 1 }, t0)
-                .contains(&Cmd::Quit)
-        );
-    }
 }

@@ -35,19 +35,24 @@ pub enum AudioError {
     NoSamples { path: PathBuf },
     #[error("{path}: unsupported WAV format: {reason}")]
     Unsupported { path: PathBuf, reason: String },
-    #[error("{path}: the WAV data is cut short or damaged ({reason})")]
-    Damaged { path: PathBuf, reason: String },
+    #[error("{path}: the WAV data is cut short or damaged")]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: hound::Error,
+    },
     #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: hound::Error,
     },
-    #[error("resampling {from_hz} Hz to {to_hz} Hz failed: {reason}")]
+    #[error("resampling {from_hz} Hz to {to_hz} Hz failed")]
     Resample {
         from_hz: u32,
         to_hz: u32,
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -137,9 +142,9 @@ pub fn decode_wav(path: &Path, bytes: &[u8]) -> Result<Clip, AudioError> {
 
 fn read_samples(reader: hound::WavReader<&[u8]>, path: &Path) -> Result<Vec<f32>, AudioError> {
     let spec = reader.spec();
-    let damaged = |e: hound::Error| AudioError::Damaged {
+    let damaged = |source: hound::Error| AudioError::Damaged {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     };
     match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => reader
@@ -179,10 +184,10 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>, A
     if from_hz == to_hz || samples.is_empty() {
         return Ok(samples.to_vec());
     }
-    let err = |reason: String| AudioError::Resample {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| AudioError::Resample {
         from_hz,
         to_hz,
-        reason,
+        source,
     };
     let mut rs = Fft::<f32>::new(
         from_hz as usize,
@@ -191,15 +196,14 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>, A
         1,
         FixedSync::Input,
     )
-    .map_err(|e| err(e.to_string()))?;
-    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| err(e.to_string()))?;
+    .map_err(|e| err(e.into()))?;
+    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| err(e.into()))?;
     let needed = rs.process_all_needed_output_len(samples.len());
     let mut out = vec![0.0f32; needed];
-    let mut output =
-        InterleavedSlice::new_mut(&mut out, 1, needed).map_err(|e| err(e.to_string()))?;
+    let mut output = InterleavedSlice::new_mut(&mut out, 1, needed).map_err(|e| err(e.into()))?;
     let (_, produced) = rs
         .process_all_into_buffer(&input, &mut output, samples.len(), None)
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(e.into()))?;
     out.truncate(produced);
     Ok(out)
 }

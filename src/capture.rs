@@ -9,10 +9,9 @@
 //! capture thread reports the counters periodically, and when the device fails or vanishes it
 //! drops the stream and reopens the device when it returns.
 //!
-//! A WAV file can be fed through the same [`CaptureBlock`] (`--input`), at real-time pace or
+//! A decoded WAV can be fed through the same [`CaptureBlock`] (`--input`), at real-time pace or
 //! as fast as the consumer takes it.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,8 +30,14 @@ pub enum CaptureError {
     NoSuchDevice(String),
     #[error("no default input device (is a sound server running?)")]
     NoDefaultDevice,
-    #[error("input device {device:?}: {reason}")]
-    Device { device: String, reason: String },
+    #[error("input device {device:?}")]
+    Device {
+        device: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("input device {device:?}: unsupported sample format {format}")]
+    Format { device: String, format: String },
 }
 
 /// Counters shared between the callback (writer) and the capture thread (reader).
@@ -158,7 +163,7 @@ fn open_device(name: Option<&str>) -> Result<cpal::Device, CaptureError> {
             .input_devices()
             .map_err(|e| CaptureError::Device {
                 device: want.into(),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?
             .find(|d| d.description().map(|x| x.name() == want).unwrap_or(false))
             .ok_or_else(|| CaptureError::NoSuchDevice(want.into())),
@@ -170,7 +175,7 @@ pub fn device_rate(name: Option<&str>) -> Result<u32, CaptureError> {
     let d = open_device(name)?;
     let c = d.default_input_config().map_err(|e| CaptureError::Device {
         device: name.unwrap_or("default").into(),
-        reason: e.to_string(),
+        source: Box::new(e),
     })?;
     Ok(c.sample_rate())
 }
@@ -210,7 +215,7 @@ fn start_stream(
             return Err((
                 CaptureError::Device {
                     device: label,
-                    reason: e.to_string(),
+                    source: Box::new(e),
                 },
                 Some(producer),
             ));
@@ -229,9 +234,9 @@ fn start_stream(
         cpal::SampleFormat::U8 => build_stream::<u8>(&device, config, block, s),
         other => {
             return Err((
-                CaptureError::Device {
+                CaptureError::Format {
                     device: label,
-                    reason: format!("unsupported sample format {other:?}"),
+                    format: format!("{other:?}"),
                 },
                 None,
             ));
@@ -241,7 +246,7 @@ fn start_stream(
         (
             CaptureError::Device {
                 device: label.clone(),
-                reason: e.to_string(),
+                source: Box::new(e),
             },
             None,
         )
@@ -250,7 +255,7 @@ fn start_stream(
         (
             CaptureError::Device {
                 device: label,
-                reason: e.to_string(),
+                source: Box::new(e),
             },
             None,
         )
@@ -377,15 +382,14 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Seconds of audio the ring holds: enough to ride out a slow consumer.
 pub const RING_SECONDS: u32 = 20;
 
-/// Feeds a WAV file through a [`CaptureBlock`] as if it were a microphone: in 10 ms blocks at
-/// real-time pace, or as fast as the ring has room (`fast`). Never drops file audio.
-pub fn feed_file(
-    path: &Path,
+/// Feeds a decoded clip through a [`CaptureBlock`] as if it were a microphone: in 10 ms blocks
+/// at real-time pace, or as fast as the ring has room (`fast`). Never drops its audio.
+pub fn feed_clip(
+    clip: &crate::audio::Clip,
     mut block: CaptureBlock,
     fast: bool,
     stop: &AtomicBool,
-) -> Result<(), crate::audio::AudioError> {
-    let clip = crate::audio::read_wav(path)?;
+) {
     let step = (clip.sample_rate_hz / 100).max(1) as usize;
     let t0 = Instant::now();
     for (i, chunk) in clip.samples.chunks(step).enumerate() {
@@ -393,6 +397,9 @@ pub fn feed_file(
             break;
         }
         while block.vacant() < chunk.len() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
         block.process_block(chunk);
@@ -404,7 +411,6 @@ pub fn feed_file(
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,10 +12,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::audio;
-use crate::audit::{self, AuditContext, AuditPass, identity::HashCache, verdict::Osaid};
-use crate::config::Config;
+use crate::audit::{self, AuditContext, AuditPass, identity::HashCache};
+use crate::config::ConfigFile;
 use crate::models::{self, ModelsDir, import};
-use crate::stt::{self, Stt, SttOptions};
+use crate::settings::{Flags, Settings};
+use crate::stt::{Stt, SttOptions};
 use crate::transcript::{self, Format};
 
 /// Exit codes beyond 0 (success) and 1 (an error, printed on stderr).
@@ -323,20 +324,21 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
     init_logging(cli.verbose);
     let models = ModelsDir::resolve(cli.models_dir.clone());
-    let config_path = Config::default_path(cli.config.clone());
-    let mut config = Config::load(&config_path)?;
-    if let Some(p) = &cli.policy {
-        config.policy = p.parse::<Osaid>().map_err(anyhow::Error::msg)?;
-    }
+    let mut file = ConfigFile::load(&ConfigFile::default_path(cli.config.clone()))?;
+    // The flags every command shares; each command adds its own before resolving.
+    let global = Flags {
+        policy: cli.policy.clone(),
+        ..Flags::default()
+    };
     match cli.command.unwrap_or(Command::Agent(AgentArgs::default())) {
-        Command::Agent(args) => agent(&models, &config, args),
-        Command::Transcribe(args) => transcribe(&models, &config, args),
+        Command::Agent(args) => agent(&models, &file, global, args),
+        Command::Transcribe(args) => transcribe(&models, &file, global, args),
         Command::Models(ModelsCommand::List) => models_list(&models),
         Command::Models(ModelsCommand::Import { force }) => models_import(&models, force),
-        Command::Audit(args) => audit_command(&models, &mut config, args),
-        Command::Chat(args) => chat(&models, &config, args),
-        Command::Say(args) => say(&models, &config, args),
-        Command::Dictate(args) => dictate(&models, &config, args),
+        Command::Audit(args) => audit_command(&models, &mut file, global, args),
+        Command::Chat(args) => chat(&models, &file, global, args),
+        Command::Say(args) => say(&models, &file, global, args),
+        Command::Dictate(args) => dictate(&models, &file, global, args),
         Command::Ctl { command } => {
             crate::ptt::send(&command)?;
             Ok(ExitCode::SUCCESS)
@@ -354,10 +356,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
 /// report and returns the exit code; on success names every model admitted by exception.
 pub fn startup_gate(
     ctx: &mut AuditContext,
-    config: &Config,
+    settings: &Settings,
     ids: &[&str],
 ) -> anyhow::Result<Result<AuditPass, ExitCode>> {
-    match audit::gate(ctx, config, ids)? {
+    match audit::gate(ctx, &settings.policy, ids)? {
         Ok(pass) => {
             for (r, reason) in pass.excepted() {
                 eprintln!(
@@ -374,7 +376,7 @@ pub fn startup_gate(
                 "\nerror: startup stopped by the openness audit: a model is below the \
                  `{}` policy (config: {})",
                 refusal.policy,
-                config.path.display()
+                settings.config_path.display()
             );
             Ok(Err(ExitCode::from(exit::AUDIT_REFUSED)))
         }
@@ -383,9 +385,11 @@ pub fn startup_gate(
 
 fn audit_command(
     models: &ModelsDir,
-    config: &mut Config,
+    file: &mut ConfigFile,
+    flags: Flags,
     args: AuditArgs,
 ) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(file, &flags)?;
     let mut ctx = AuditContext::new(&models.root);
     match args.action {
         Some(AuditAction::Accept { model, reason }) => {
@@ -397,18 +401,21 @@ fn audit_command(
             if report.files.is_empty() {
                 bail!("{model} has no weight files here to pin an exception to (fetch it first)");
             }
-            let e = audit::accept(config, &report, &reason)?;
+            let e = audit::exception_for(&report, &reason);
+            file.record_exception(e.clone())?;
             println!(
                 "recorded in {}: {} ({}) admitted for sha256 {} — any change to these bytes \
                  voids it",
-                config.path.display(),
+                file.path.display(),
                 e.model,
                 report.judgement.osaid,
                 e.sha256.join(", ")
             );
             return Ok(ExitCode::SUCCESS);
         }
-        Some(AuditAction::Review { accept }) => return audit_review(&mut ctx, config, accept),
+        Some(AuditAction::Review { accept }) => {
+            return audit_review(&mut ctx, file, &settings, accept);
+        }
         None => {}
     }
     let reports = if let Some(path) = &args.manifest {
@@ -417,11 +424,8 @@ fn audit_command(
         vec![ctx.audit_manifest(&m, &base, &mut Vec::new())?]
     } else {
         let ids: Vec<String> = if args.models.is_empty() {
-            vec![
-                config.stt_model.clone(),
-                config.llm_model.clone(),
-                config.tts_model.clone(),
-            ]
+            let m = &settings.models;
+            vec![m.stt.clone(), m.llm.clone(), m.tts.clone()]
         } else {
             args.models.clone()
         };
@@ -430,20 +434,18 @@ fn audit_command(
             .collect::<Result<Vec<_>, _>>()?
     };
     ctx.cache.save();
-    let (reports, ok) = match audit::decide(reports, config) {
-        Ok(pass) => (pass.reports, true),
-        Err(refusal) => (refusal.reports, false),
-    };
+    let mut reports = reports;
+    let ok = audit::apply(&mut reports, &settings.policy);
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "policy": config.policy,
+                "policy": settings.policy.minimum,
                 "models": reports,
             }))?
         );
     } else {
-        print!("{}", audit::render(&reports, config.policy));
+        print!("{}", audit::render(&reports, settings.policy.minimum));
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -454,7 +456,8 @@ fn audit_command(
 
 fn audit_review(
     ctx: &mut AuditContext,
-    config: &mut Config,
+    file: &mut ConfigFile,
+    settings: &Settings,
     mut accept: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
     if let Ok(env) = std::env::var("SOTTO_ACCEPT") {
@@ -464,25 +467,21 @@ fn audit_review(
                 .filter(|s| !s.is_empty()),
         );
     }
-    let ids = [
-        config.stt_model.clone(),
-        config.llm_model.clone(),
-        config.tts_model.clone(),
-    ];
-    let reports = ids
+    let m = &settings.models;
+    let ids = [m.stt.clone(), m.llm.clone(), m.tts.clone()];
+    let mut reports = ids
         .iter()
         .map(|id| ctx.audit_id(id))
         .collect::<Result<Vec<_>, _>>()?;
     ctx.cache.save();
-    let reports = match audit::decide(reports, config) {
-        Ok(pass) => {
-            print!("{}", audit::render(&pass.reports, config.policy));
-            return Ok(ExitCode::SUCCESS);
-        }
-        Err(refusal) => refusal.reports,
-    };
-    print!("{}", audit::render(&reports, config.policy));
+    let minimum = settings.policy.minimum;
+    let all = audit::apply(&mut reports, &settings.policy);
+    print!("{}", audit::render(&reports, minimum));
+    if all {
+        return Ok(ExitCode::SUCCESS);
+    }
     let tty = std::io::stdin().is_terminal();
+    let mut policy = settings.policy.clone();
     for r in reports.iter().filter(|r| r.admitted.is_none()) {
         let reason = if accept.iter().any(|a| a == &r.id) {
             Some(format!(
@@ -491,9 +490,9 @@ fn audit_review(
             ))
         } else if tty && !r.files.is_empty() {
             eprint!(
-                "\n{} is {}, below the `{}` policy. To admit these exact bytes anyway, type \
-                 your reason and press Enter (empty refuses): ",
-                r.id, r.judgement.osaid, config.policy
+                "\n{} is {}, below the `{minimum}` policy. To admit these exact bytes anyway, \
+                 type your reason and press Enter (empty refuses): ",
+                r.id, r.judgement.osaid
             );
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
@@ -503,12 +502,14 @@ fn audit_review(
         };
         match reason {
             Some(reason) if !r.files.is_empty() => {
-                let e = audit::accept(config, r, &reason)?;
+                let e = audit::exception_for(r, &reason);
+                file.record_exception(e.clone())?;
                 println!(
                     "accepted {} (sha256 {}): {reason}",
                     e.model,
                     e.sha256.join(", ")
                 );
+                policy.exceptions.push(e);
             }
             _ => println!(
                 "not accepted: {} stays refused; accept it later with \
@@ -517,13 +518,14 @@ fn audit_review(
             ),
         }
     }
-    let reports = ids
+    let mut reports = ids
         .iter()
         .map(|id| ctx.audit_id(id))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(match audit::decide(reports, config) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(_) => ExitCode::from(exit::AUDIT_REFUSED),
+    Ok(if audit::apply(&mut reports, &policy) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::AUDIT_REFUSED)
     })
 }
 
@@ -562,9 +564,18 @@ fn whisper_model(
 
 fn transcribe(
     models: &ModelsDir,
-    config: &Config,
+    file: &ConfigFile,
+    flags: Flags,
     args: TranscribeArgs,
 ) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(
+        file,
+        &Flags {
+            threads: args.threads,
+            beam_size: Some(args.beam_size),
+            ..flags
+        },
+    )?;
     if args.files.len() > 1 && args.output.is_none() && args.format != Format::Json {
         bail!(
             "{} inputs in {} format need -o DIR (on stdout only json, one object per line, \
@@ -578,17 +589,17 @@ fn transcribe(
     let model_path = whisper_model(models, &mut audit_ctx.cache, args.model.clone())?;
     let model_id = match &args.model {
         Some(path) => path.display().to_string(),
-        None => config.stt_model.clone(),
+        None => settings.models.stt.clone(),
     };
-    let pass = match startup_gate(&mut audit_ctx, config, &[&model_id])? {
+    let pass = match startup_gate(&mut audit_ctx, &settings, &[&model_id])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
     };
     let mut stt = Stt::load(&pass, &model_path)?;
     let reverify = Reverify::start(&pass, None);
     let opts = SttOptions {
-        threads: args.threads.unwrap_or_else(stt::default_threads),
-        beam_size: args.beam_size,
+        threads: settings.threads,
+        beam_size: settings.beam_size,
         ..SttOptions::default()
     };
     let mut failed = 0;
@@ -833,27 +844,42 @@ fn registry_weight(models: &ModelsDir, id: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<ExitCode> {
-    let gguf = registry_weight(models, &config.llm_model)?;
+fn chat(
+    models: &ModelsDir,
+    file: &ConfigFile,
+    flags: Flags,
+    args: ChatArgs,
+) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(
+        file,
+        &Flags {
+            threads: args.threads,
+            max_tokens: Some(args.max_tokens),
+            system_prompt: args.system.clone(),
+            ..flags
+        },
+    )?;
+    let gguf = registry_weight(models, &settings.models.llm)?;
     let tokenizer = gguf.with_file_name("tokenizer.json");
     let mut ctx = AuditContext::new(&models.root);
-    let pass = match startup_gate(&mut ctx, config, &[&config.llm_model])? {
+    let pass = match startup_gate(&mut ctx, &settings, &[&settings.models.llm])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
     };
-    let system = args
-        .system
-        .clone()
-        .unwrap_or_else(|| config.system_prompt.clone());
-    let threads = args.threads.unwrap_or_else(stt::default_threads);
-    let mut llm = crate::llm::Llm::load(&pass, &gguf, &tokenizer, Some(system), threads)?;
+    let mut llm = crate::llm::Llm::load(
+        &pass,
+        &gguf,
+        &tokenizer,
+        Some(settings.system_prompt.clone()),
+        settings.threads,
+    )?;
     let reverify = Reverify::start(&pass, None);
     let params = crate::llm::GenParams {
         temperature: args.temperature,
         top_p: Some(args.top_p).filter(|p| *p < 1.0),
         seed: args.seed,
         repeat_penalty: args.repeat_penalty,
-        max_tokens: args.max_tokens,
+        max_tokens: settings.max_tokens.unwrap_or(256),
         ..crate::llm::GenParams::default()
     };
     if let Some(path) = &args.perplexity {
@@ -910,7 +936,20 @@ fn chat(models: &ModelsDir, config: &Config, args: ChatArgs) -> anyhow::Result<E
     Ok(reverify.finish().unwrap_or(ExitCode::SUCCESS))
 }
 
-fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<ExitCode> {
+fn say(
+    models: &ModelsDir,
+    file: &ConfigFile,
+    flags: Flags,
+    args: SayArgs,
+) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(
+        file,
+        &Flags {
+            speed: Some(args.speed),
+            voice: args.voice.clone(),
+            ..flags
+        },
+    )?;
     let text = if args.text == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
     } else {
@@ -918,9 +957,6 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
     };
     if text.trim().is_empty() {
         bail!("nothing to say: the text is empty");
-    }
-    if !(0.25..=4.0).contains(&args.speed) {
-        bail!("--speed {} is out of range (0.25 to 4)", args.speed);
     }
     if let Some(out) = &args.output
         && out.exists()
@@ -931,14 +967,11 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
             out.display()
         );
     }
-    let voice = args
-        .voice
-        .clone()
-        .unwrap_or_else(|| config.tts_model.clone());
-    let onnx = registry_weight(models, &voice)?;
+    let voice = &settings.models.tts;
+    let onnx = registry_weight(models, voice)?;
     let runtime = crate::tts::default_runtime_path(&models.root);
     let mut ctx = AuditContext::new(&models.root);
-    let pass = match startup_gate(&mut ctx, config, &[&voice])? {
+    let pass = match startup_gate(&mut ctx, &settings, &[voice])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
     };
@@ -955,7 +988,7 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
     let mut synth_time = std::time::Duration::ZERO;
     let mut synth =
         |tts: &mut crate::tts::Tts, chunk: &str| -> anyhow::Result<crate::tts::Speech> {
-            let speech = tts.synthesize(chunk, args.speed)?;
+            let speech = tts.synthesize(chunk, settings.speed)?;
             first_audio.get_or_insert(t0.elapsed());
             first_since_start.get_or_insert(process_start().elapsed());
             synth_time += speech.took;
@@ -1005,14 +1038,38 @@ fn say(models: &ModelsDir, config: &Config, args: SayArgs) -> anyhow::Result<Exi
     Ok(reverify.finish().unwrap_or(ExitCode::SUCCESS))
 }
 
-fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Result<ExitCode> {
+fn dictate(
+    models: &ModelsDir,
+    file: &ConfigFile,
+    flags: Flags,
+    args: DictateArgs,
+) -> anyhow::Result<ExitCode> {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
-    if let Some(input) = &args.input {
-        // Fail on a bad file before loading anything.
-        audio::read_wav(input)?;
-    }
+    let settings = Settings::resolve(
+        file,
+        &Flags {
+            threads: args.threads,
+            device: args.device.clone(),
+            vad: args.vad,
+            vad_aggressiveness: args.vad_aggressiveness,
+            hangover_ms: args.hangover_ms,
+            max_utterance_s: args.max_utterance_s,
+            ptt: args.ptt,
+            ptt_key: args.ptt_key.clone(),
+            beam_size: Some(args.beam_size),
+            ..flags
+        },
+    )?;
+
+    // Fail on a bad file before loading anything; a WAV input is decoded once, here.
+    let input = args
+        .input
+        .as_deref()
+        .map(audio::read_wav)
+        .transpose()?
+        .map(Arc::new);
     if (args.clipboard || args.type_text) && crate::desktop::session().is_none() {
         bail!(
             "{} needs a desktop session (macOS, or Wayland/X11 with WAYLAND_DISPLAY or DISPLAY set)",
@@ -1023,18 +1080,9 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
             }
         );
     }
-    // Flags override the config file, which overrides the defaults.
-    let d = &config.dictate;
-    let max_utterance_s = args.max_utterance_s.unwrap_or(d.max_utterance_s);
-    let hangover_ms = args.hangover_ms.unwrap_or(d.hangover_ms);
-    if !(2..=30).contains(&max_utterance_s) {
-        bail!(
-            "max utterance {max_utterance_s} s is out of range (2 to 30: Whisper hears 30 s at a time)"
-        );
-    }
     let mut audit_ctx = AuditContext::new(&models.root);
     let model_path = whisper_model(models, &mut audit_ctx.cache, None)?;
-    let pass = match startup_gate(&mut audit_ctx, config, &[&config.stt_model])? {
+    let pass = match startup_gate(&mut audit_ctx, &settings, &[&settings.models.stt])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
     };
@@ -1051,34 +1099,18 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let reverify = Reverify::start(&pass, Some(stop.clone()));
 
-    let frames = |ms: u32| (ms as usize).div_ceil(crate::vad::FRAME_MS as usize);
-    let opts = crate::dictation::DictationOptions {
-        device: args.device.clone().or_else(|| d.device.clone()),
-        input: args.input.clone(),
-        fast: args.fast,
-        detector: args.vad.unwrap_or(d.vad),
-        aggressiveness: args.vad_aggressiveness.unwrap_or(d.vad_aggressiveness),
-        segmenter: crate::vad::SegmenterConfig {
-            hangover_frames: frames(hangover_ms),
-            max_utterance_frames: frames(max_utterance_s * 1000),
-            ..crate::vad::SegmenterConfig::default()
-        },
-        stt: SttOptions {
-            threads: args.threads.unwrap_or_else(stt::default_threads),
-            beam_size: args.beam_size,
+    let listen = settings.listen_options(input, args.fast);
+    let transcriber = Box::new(crate::pipeline::transcribe::Whisper {
+        stt,
+        opts: SttOptions {
+            threads: settings.threads,
+            beam_size: settings.beam_size,
             ..SttOptions::default()
         },
-        ptt: args
-            .ptt
-            .or(args.ptt_key.as_ref().map(|_| crate::ptt::Mode::Hold)),
-        ptt_key: args
-            .ptt_key
-            .clone()
-            .or_else(|| args.ptt.and(d.ptt_key.clone())),
-    };
+    });
     let mut append = open_append(args.output.as_deref())?;
     let mut write_error = None;
-    let stats = crate::dictation::run(opts, stt, stop, |t| {
+    let stats = crate::dictation::run(listen, transcriber, stop, |t| {
         let line = if args.jsonl {
             serde_json::to_string(t).unwrap_or_default()
         } else {
@@ -1119,16 +1151,41 @@ fn dictate(models: &ModelsDir, config: &Config, args: DictateArgs) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result<ExitCode> {
+fn agent(
+    models: &ModelsDir,
+    file: &ConfigFile,
+    flags: Flags,
+    args: AgentArgs,
+) -> anyhow::Result<ExitCode> {
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
 
-    use crate::agent::{self, Settings};
+    use crate::agent;
 
-    // Everything the user named is checked before a model loads.
-    if let Some(input) = &args.input {
-        audio::read_wav(input)?;
-    }
+    let settings = Settings::resolve(
+        file,
+        &Flags {
+            threads: args.threads,
+            device: args.device.clone(),
+            hangover_ms: args.hangover_ms,
+            barge_in: args.barge_in,
+            echo_tail_ms: args.echo_tail_ms,
+            wake: args.wake.clone(),
+            turns: args.turns,
+            max_tokens: args.max_tokens,
+            commands: args.commands.clone(),
+            action_log: args.action_log.clone(),
+            ..flags
+        },
+    )?;
+    // Everything the user named is checked before a model loads; a WAV input is decoded
+    // here, once, and fed from memory.
+    let input = args
+        .input
+        .as_deref()
+        .map(audio::read_wav)
+        .transpose()?
+        .map(Arc::new);
     if let Some(out) = &args.output
         && out.exists()
         && !args.force
@@ -1138,32 +1195,25 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
             out.display()
         );
     }
-    let a = &config.agent;
-    let commands = match args.commands.as_ref().or(a.commands.as_ref()) {
+    let a = &settings.agent;
+    let commands = match &a.commands {
         Some(path) => crate::commands::Commands::load(path)?,
         None => crate::commands::Commands::default(),
     };
     let mut metrics = open_append(args.metrics.as_deref())?;
-    let d = &config.dictate;
-    let hangover_ms = args.hangover_ms.unwrap_or(d.hangover_ms);
 
     let mut ctx = AuditContext::new(&models.root);
+    let m = &settings.models;
     let whisper = whisper_model(models, &mut ctx.cache, None)?;
-    let gguf = registry_weight(models, &config.llm_model)?;
-    let onnx = registry_weight(models, &config.tts_model)?;
-    let ids = [
-        config.stt_model.as_str(),
-        config.llm_model.as_str(),
-        config.tts_model.as_str(),
-    ];
-    let pass = match startup_gate(&mut ctx, config, &ids)? {
+    let gguf = registry_weight(models, &m.llm)?;
+    let onnx = registry_weight(models, &m.tts)?;
+    let pass = match startup_gate(&mut ctx, &settings, &[&m.stt, &m.llm, &m.tts])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
     };
     let t0 = Instant::now();
     // The three engines load and warm up at once, each on its own thread (on 2 cores the
     // voice's ONNX session and the LLM's weights overlap instead of queueing).
-    let threads = args.threads.unwrap_or_else(stt::default_threads);
     let runtime = crate::tts::default_runtime_path(&models.root);
     let (stt, llm, tts) = std::thread::scope(|s| {
         let stt = s.spawn(|| Stt::load(&pass, &whisper));
@@ -1172,8 +1222,8 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
                 &pass,
                 &gguf,
                 &gguf.with_file_name("tokenizer.json"),
-                Some(config.system_prompt.clone()),
-                threads,
+                Some(settings.system_prompt.clone()),
+                settings.threads,
             )?;
             llm.warm_up()?;
             Ok(llm)
@@ -1209,58 +1259,37 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
         }),
     };
     let stages = agent::Stages {
-        transcriber: Box::new(agent::WhisperStage {
+        transcriber: Box::new(crate::pipeline::transcribe::Whisper {
             stt,
             opts: SttOptions {
-                threads: args.threads.unwrap_or_else(stt::default_threads),
-                beam_size: 1,
+                threads: settings.threads,
+                beam_size: settings.beam_size,
                 ..SttOptions::default()
             },
         }),
-        responder: Box::new(agent::LlmStage {
+        responder: Box::new(crate::pipeline::respond::Model {
             llm,
             params: crate::llm::GenParams {
-                max_tokens: args.max_tokens.unwrap_or(96),
+                max_tokens: settings.max_tokens.unwrap_or(96),
                 ..crate::llm::GenParams::default()
             },
         }),
-        voice: Box::new(agent::PiperStage {
+        voice: Box::new(crate::pipeline::speak::Piper {
             tts,
-            speed: a.speed,
+            speed: settings.speed,
         }),
         output,
     };
-    let frames = |ms: u32| (ms as usize).div_ceil(crate::vad::FRAME_MS as usize);
-    let listen = crate::dictation::DictationOptions {
-        device: args.device.clone().or_else(|| d.device.clone()),
-        input: args.input.clone(),
-        fast: args.fast,
-        detector: d.vad,
-        aggressiveness: d.vad_aggressiveness,
-        segmenter: crate::vad::SegmenterConfig {
-            hangover_frames: frames(hangover_ms),
-            max_utterance_frames: frames(d.max_utterance_s.clamp(2, 30) * 1000),
-            ..crate::vad::SegmenterConfig::default()
-        },
-        stt: SttOptions::default(),
-        ptt: None,
-        ptt_key: None,
-    };
-    let settings = Settings {
-        barge_in: args.barge_in || a.barge_in,
-        echo_tail: std::time::Duration::from_millis(
-            args.echo_tail_ms.unwrap_or(a.echo_tail_ms).into(),
-        ),
-        wake_phrase: args.wake.clone().or_else(|| a.wake_phrase.clone()),
-        hangover: std::time::Duration::from_millis(hangover_ms.into()),
-        max_turns: args.turns,
+    let listen = settings.listen_options(input, args.fast);
+    let coordinator = agent::Settings {
+        barge_in: a.barge_in,
+        echo_tail: a.echo_tail,
+        confirm_timeout: a.confirm_timeout,
+        wake_phrase: a.wake_phrase.clone(),
+        max_turns: a.turns,
         commands,
-        action_log: Some(
-            args.action_log
-                .clone()
-                .unwrap_or_else(|| a.action_log.clone()),
-        ),
-        ..Settings::default()
+        action_log: Some(a.action_log.clone()),
+        ..agent::Settings::default()
     };
 
     // First Ctrl-C: finish the turn in progress, then exit. Second: exit now.
@@ -1278,7 +1307,7 @@ fn agent(models: &ModelsDir, config: &Config, args: AgentArgs) -> anyhow::Result
     }
 
     let mut write_error = None;
-    let summary = agent::run(listen, stages, settings, stop, |turn| {
+    let summary = agent::run(listen, stages, coordinator, stop, |turn| {
         let mut stdout = std::io::stdout().lock();
         if args.jsonl {
             let _ = writeln!(

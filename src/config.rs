@@ -2,15 +2,16 @@
 //! (`~/.config/sotto/config.toml` on Linux, `~/Library/Application Support/sotto/` on macOS),
 //! or `--config FILE`, or `$SOTTO_CONFIG_DIR/config.toml`.
 //!
-//! Two levels, as ripgrep does: [`RawConfig`] is the file as written (unknown keys rejected
-//! with their line), [`Config`] is validated with defaults applied. Audit exceptions are
-//! appended with `toml_edit`, so the user's comments and layout survive.
+//! The first of two levels, as ripgrep has them: [`RawConfig`] is the file as written (unknown
+//! keys rejected with their line); [`crate::settings::Settings`] merges it with a command's
+//! flags and checks every value against its range. Audit exceptions are appended with
+//! `toml_edit`, so the user's comments and layout survive.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::audit::verdict::Osaid;
+pub use crate::audit::Exception;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -19,6 +20,18 @@ pub enum ConfigError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{path}: cannot edit it")]
+    Edit {
+        path: PathBuf,
+        #[source]
+        source: Box<toml_edit::TomlError>,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -55,22 +68,11 @@ pub struct RawAgent {
     pub action_log: Option<PathBuf>,
     pub barge_in: Option<bool>,
     pub echo_tail_ms: Option<u32>,
+    pub confirm_timeout_s: Option<u32>,
     pub speed: Option<f32>,
 }
 
-/// Validated agent defaults, paths resolved.
-#[derive(Clone, Debug)]
-pub struct AgentDefaults {
-    pub wake_phrase: Option<String>,
-    /// The commands file: as configured, else `commands.toml` beside the config if present.
-    pub commands: Option<PathBuf>,
-    pub action_log: PathBuf,
-    pub barge_in: bool,
-    pub echo_tail_ms: u32,
-    pub speed: f32,
-}
-
-/// `[dictate]`: defaults for `sotto dictate` (its flags override them).
+/// `[dictate]`: defaults for listening, in `sotto dictate` and `sotto agent`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDictate {
@@ -82,22 +84,11 @@ pub struct RawDictate {
     pub ptt_key: Option<String>,
 }
 
-/// Validated dictation defaults.
-#[derive(Clone, Debug)]
-pub struct DictateDefaults {
-    pub device: Option<String>,
-    pub vad: crate::vad::DetectorKind,
-    pub vad_aggressiveness: u8,
-    pub hangover_ms: u32,
-    pub max_utterance_s: u32,
-    /// The push-to-talk hotkey used with `--ptt`.
-    pub ptt_key: Option<String>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLlm {
     pub system_prompt: Option<String>,
+    pub max_tokens: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,32 +107,15 @@ pub struct RawModels {
     pub tts: Option<String>,
 }
 
-/// A recorded, hash-pinned admission of a model below the policy.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Exception {
-    pub model: String,
-    /// sha256 of every weight file, in manifest order, at the time of acceptance.
-    pub sha256: Vec<String>,
-    pub reason: String,
-    pub recorded: String,
-}
-
-/// The validated configuration.
-#[derive(Clone, Debug)]
-pub struct Config {
+/// The configuration file: where it is and what it says, as written (values are checked
+/// when [`crate::settings::Settings`] are made from it).
+#[derive(Debug)]
+pub struct ConfigFile {
     pub path: PathBuf,
-    pub policy: Osaid,
-    pub exceptions: Vec<Exception>,
-    pub stt_model: String,
-    pub llm_model: String,
-    pub tts_model: String,
-    pub system_prompt: String,
-    pub dictate: DictateDefaults,
-    pub agent: AgentDefaults,
+    pub raw: RawConfig,
 }
 
-impl Config {
+impl ConfigFile {
     /// The config file to use: `--config`, else `$SOTTO_CONFIG_DIR/config.toml`, else the
     /// platform's config directory.
     pub fn default_path(flag: Option<PathBuf>) -> PathBuf {
@@ -169,96 +143,41 @@ impl Config {
         Self::parse(path, &text)
     }
 
+    /// Parses the text of the file at `path`; unknown keys are errors naming their line.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
-            message,
-        };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let policy = match raw.audit.policy.as_deref() {
-            None => Osaid::OpenSource,
-            Some(p) => p
-                .parse()
-                .map_err(|e: String| invalid(format!("audit.{e}")))?,
-        };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
-        let speed = raw.agent.speed.unwrap_or(1.0);
-        if !(0.25..=4.0).contains(&speed) {
-            return Err(invalid(format!(
-                "agent.speed = {speed}: expected 0.25 to 4"
-            )));
-        }
-        let agent = AgentDefaults {
-            wake_phrase: raw.agent.wake_phrase.filter(|w| !w.trim().is_empty()),
-            commands: raw
-                .agent
-                .commands
-                .map(resolve)
-                .or_else(|| Some(dir.join("commands.toml")).filter(|p| p.is_file())),
-            action_log: raw
-                .agent
-                .action_log
-                .map(resolve)
-                .unwrap_or_else(crate::commands::ActionLog::default_path),
-            barge_in: raw.agent.barge_in.unwrap_or(false),
-            echo_tail_ms: raw.agent.echo_tail_ms.unwrap_or(300),
-            speed,
-        };
+            source: Box::new(source),
+        })?;
         Ok(Self {
             path: path.to_path_buf(),
-            policy,
-            agent,
-            exceptions: raw.audit.exceptions,
-            stt_model: raw.models.stt.unwrap_or_else(|| "whisper-tiny.en".into()),
-            llm_model: raw
-                .models
-                .llm
-                .unwrap_or_else(|| "smollm2-135m-instruct".into()),
-            tts_model: raw
-                .models
-                .tts
-                .unwrap_or_else(|| "piper-en_US-joe-medium".into()),
-            system_prompt: raw
-                .llm
-                .system_prompt
-                .unwrap_or_else(|| crate::llm::DEFAULT_SYSTEM_PROMPT.into()),
-            dictate: DictateDefaults {
-                device: raw.dictate.device,
-                vad: raw.dictate.vad.unwrap_or(crate::vad::DetectorKind::Webrtc),
-                vad_aggressiveness: match raw.dictate.vad_aggressiveness {
-                    None => 2,
-                    Some(a @ 0..=3) => a,
-                    Some(a) => {
-                        return Err(invalid(format!(
-                            "dictate.vad_aggressiveness = {a}: expected 0 to 3"
-                        )));
-                    }
-                },
-                hangover_ms: raw.dictate.hangover_ms.unwrap_or(600),
-                max_utterance_s: raw.dictate.max_utterance_s.unwrap_or(25),
-                ptt_key: raw.dictate.ptt_key,
-            },
+            raw,
         })
+    }
+
+    /// The directory relative paths in the file are relative to.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
     }
 
     /// Appends an exception to the file, keeping everything else as written.
     pub fn record_exception(&mut self, e: Exception) -> Result<(), ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: self.path.clone(),
+            message: message.to_string(),
+        };
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
         let mut doc: toml_edit::DocumentMut =
             text.parse()
-                .map_err(|err: toml_edit::TomlError| ConfigError::Invalid {
+                .map_err(|source: toml_edit::TomlError| ConfigError::Edit {
                     path: self.path.clone(),
-                    message: err.to_string(),
+                    source: Box::new(source),
                 })?;
         let audit = doc
             .entry("audit")
             .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()));
         let Some(audit) = audit.as_table_like_mut() else {
-            return Err(ConfigError::Invalid {
-                path: self.path.clone(),
-                message: "`audit` is not a table".into(),
-            });
+            return Err(invalid("`audit` is not a table"));
         };
         let list = audit
             .entry("exceptions")
@@ -266,10 +185,7 @@ impl Config {
                 toml_edit::ArrayOfTables::new(),
             ));
         let Some(list) = list.as_array_of_tables_mut() else {
-            return Err(ConfigError::Invalid {
-                path: self.path.clone(),
-                message: "`audit.exceptions` is not an array of tables".into(),
-            });
+            return Err(invalid("`audit.exceptions` is not an array of tables"));
         };
         let mut t = toml_edit::Table::new();
         t["model"] = toml_edit::value(e.model.as_str());
@@ -291,7 +207,7 @@ impl Config {
         let tmp = self.path.with_extension("toml.partial");
         std::fs::write(&tmp, doc.to_string()).map_err(write)?;
         std::fs::rename(&tmp, &self.path).map_err(write)?;
-        self.exceptions.push(e);
+        self.raw.audit.exceptions.push(e);
         Ok(())
     }
 }
@@ -302,70 +218,20 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_with_their_line() {
-        let e = Config::parse(
+        let e = ConfigFile::parse(
             Path::new("c.toml"),
             "[audit]\npolicy = \"open-source\"\npolcy = 1\n",
         )
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
+        let e = format!("{e}: {}", std::error::Error::source(&e).unwrap());
         assert!(
             e.contains("c.toml") && e.contains("line 3") && e.contains("polcy"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn dictation_defaults_come_from_the_config() {
-        let c = Config::parse(
-            Path::new("c.toml"),
-            "[dictate]\nvad = \"energy\"\nhangover_ms = 900\n",
-        )
-        .unwrap();
-        assert_eq!(c.dictate.vad, crate::vad::DetectorKind::Energy);
-        assert_eq!(
-            (c.dictate.hangover_ms, c.dictate.max_utterance_s),
-            (900, 25)
-        );
-        let e = Config::parse(Path::new("c.toml"), "[dictate]\nvad = \"neural\"\n")
-            .unwrap_err()
-            .to_string();
+        let e =
+            ConfigFile::parse(Path::new("c.toml"), "[dictate]\nvad = \"neural\"\n").unwrap_err();
+        let e = format!("{e}: {}", std::error::Error::source(&e).unwrap());
         assert!(e.contains("neural") && e.contains("line 2"), "{e}");
-        let e = Config::parse(Path::new("c.toml"), "[dictate]\nvad_aggressiveness = 9\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("0 to 3"), "{e}");
-    }
-
-    #[test]
-    fn agent_settings_resolve_paths_beside_the_config() {
-        let c = Config::parse(
-            Path::new("/home/u/.config/sotto/config.toml"),
-            "[agent]\nwake_phrase = \"hey sotto\"\ncommands = \"cmds.toml\"\nbarge_in = true\n",
-        )
-        .unwrap();
-        assert_eq!(c.agent.wake_phrase.as_deref(), Some("hey sotto"));
-        assert_eq!(
-            c.agent.commands,
-            Some(PathBuf::from("/home/u/.config/sotto/cmds.toml"))
-        );
-        assert!(c.agent.barge_in);
-        assert_eq!(c.agent.echo_tail_ms, 300);
-        let e = Config::parse(Path::new("c.toml"), "[agent]\nspeed = 9.0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("agent.speed"), "{e}");
-        let e = Config::parse(Path::new("c.toml"), "[agent]\nwake = \"x\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("wake") && e.contains("line 2"), "{e}");
-    }
-
-    #[test]
-    fn bad_policy_is_named() {
-        let e = Config::parse(Path::new("c.toml"), "[audit]\npolicy = \"anything\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("anything"), "{e}");
     }
 
     #[test]
@@ -377,7 +243,7 @@ mod tests {
             "# my settings\n[audit]\npolicy = \"open-source\" # strict\n",
         )
         .unwrap();
-        let mut c = Config::load(&path).unwrap();
+        let mut c = ConfigFile::load(&path).unwrap();
         c.record_exception(Exception {
             model: "m".into(),
             sha256: vec!["ab".into()],
@@ -390,8 +256,8 @@ mod tests {
             text.contains("# my settings") && text.contains("# strict"),
             "{text}"
         );
-        let again = Config::load(&path).unwrap();
-        assert_eq!(again.exceptions.len(), 1);
-        assert_eq!(again.exceptions[0].reason, "testing");
+        let again = ConfigFile::load(&path).unwrap();
+        assert_eq!(again.raw.audit.exceptions.len(), 1);
+        assert_eq!(again.raw.audit.exceptions[0].reason, "testing");
     }
 }

@@ -22,14 +22,28 @@ pub enum TtsError {
     NotAudited(PathBuf),
     #[error("ONNX Runtime library {path}: {reason}; run scripts/setup, or set ORT_DYLIB_PATH")]
     Runtime { path: PathBuf, reason: String },
-    #[error("{path}: cannot load the voice: {reason}")]
-    Load { path: PathBuf, reason: String },
+    #[error("{path}: cannot read the voice's configuration")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{path}: ONNX Runtime cannot load the voice")]
+    Load {
+        path: PathBuf,
+        #[source]
+        source: ort::Error,
+    },
     #[error(
-        "cannot phonemize {text:?}: {reason} (is espeak-ng-data installed? set PIPER_ESPEAKNG_DATA_DIRECTORY)"
+        "cannot phonemize {text:?} (is espeak-ng-data installed? set PIPER_ESPEAKNG_DATA_DIRECTORY)"
     )]
-    Phonemize { text: String, reason: String },
-    #[error("synthesis failed: {0}")]
-    Synthesize(String),
+    Phonemize {
+        text: String,
+        #[source]
+        source: espeak_rs::ESpeakError,
+    },
+    #[error("speech synthesis failed")]
+    Synthesize(#[source] ort::Error),
 }
 
 /// How long ONNX Runtime may take to initialise before we give up rather than hang.
@@ -156,18 +170,18 @@ impl Tts {
         init_onnx_runtime(runtime)?;
         let config_path = onnx.with_extension("onnx.json");
         let t0 = Instant::now();
-        let bad_config = |reason: String| TtsError::Load {
+        let bad_config = |source: Box<dyn std::error::Error + Send + Sync>| TtsError::Config {
             path: config_path.clone(),
-            reason,
+            source,
         };
-        let text = std::fs::read_to_string(&config_path).map_err(|e| bad_config(e.to_string()))?;
+        let text = std::fs::read_to_string(&config_path).map_err(|e| bad_config(e.into()))?;
         let config: piper_rs::ModelConfig =
-            serde_json::from_str(&text).map_err(|e| bad_config(e.to_string()))?;
+            serde_json::from_str(&text).map_err(|e| bad_config(e.into()))?;
         let espeak_voice = config.espeak.voice.clone();
         let sample_rate_hz = config.audio.sample_rate;
-        let bad_model = |reason: String| TtsError::Load {
+        let bad_model = |source: ort::Error| TtsError::Load {
             path: onnx.to_path_buf(),
-            reason,
+            source,
         };
         // ONNX Runtime's defaults (all cores, every graph optimisation), as piper-tts uses them,
         // except that its intra-op threads do not spin while they wait: with another process
@@ -175,16 +189,16 @@ impl Tts {
         // spinning was ~8 % faster (the joe voice, measured here). ONNX Runtime's memory arena stays
         // on: ort's `CPU::default()` provider turns it off, which measured 25-35 % slower.
         let session = ort::session::Session::builder()
-            .map_err(|e| bad_model(e.to_string()))?
+            .map_err(bad_model)?
             .with_intra_op_spinning(false)
-            .map_err(|e| bad_model(e.to_string()))?
+            .map_err(|e| bad_model(e.into()))?
             .commit_from_file(onnx)
-            .map_err(|e| bad_model(e.to_string()))?;
-        let run_options = ort::session::RunOptions::new().map_err(|e| bad_model(e.to_string()))?;
-        let mut shrink = ort::session::RunOptions::new().map_err(|e| bad_model(e.to_string()))?;
+            .map_err(bad_model)?;
+        let run_options = ort::session::RunOptions::new().map_err(bad_model)?;
+        let mut shrink = ort::session::RunOptions::new().map_err(bad_model)?;
         shrink
             .add_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-            .map_err(|e| bad_model(e.to_string()))?;
+            .map_err(bad_model)?;
         let loaded = t0.elapsed();
         let mut tts = Self {
             session,
@@ -225,7 +239,7 @@ impl Tts {
                 phoneme_ids(&self.config.phoneme_id_map, &phonemes),
                 length_scale,
             )
-            .map_err(|e| TtsError::Synthesize(e.to_string()))?;
+            .map_err(TtsError::Synthesize)?;
         Ok(Speech {
             samples,
             sample_rate_hz: self.sample_rate_hz,
@@ -241,8 +255,7 @@ impl Tts {
         self.shrinking = true;
         let r = self.infer(ids, self.config.inference.length_scale);
         self.shrinking = false;
-        r.map(|_| ())
-            .map_err(|e| TtsError::Synthesize(e.to_string()))
+        r.map(|_| ()).map_err(TtsError::Synthesize)
     }
 
     /// One run of the voice's network: phoneme ids in, samples out.
@@ -324,11 +337,12 @@ pub fn clauses(text: &str) -> Vec<(String, Option<char>)> {
 pub fn phonemize(text: &str, voice: &str) -> Result<String, TtsError> {
     let mut out = String::new();
     for (clause, punct) in clauses(text) {
-        let ph =
-            espeak_rs::text_to_phonemes(&clause, voice, None).map_err(|e| TtsError::Phonemize {
+        let ph = espeak_rs::text_to_phonemes(&clause, voice, None).map_err(|source| {
+            TtsError::Phonemize {
                 text: clause.clone(),
-                reason: e.to_string(),
-            })?;
+                source,
+            }
+        })?;
         let ph = ph.join(" ");
         let ph = ph.trim_end_matches(['.', ',', '!', '?', ';', ':']).trim();
         if ph.is_empty() {

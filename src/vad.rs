@@ -128,6 +128,9 @@ pub struct Utterance {
     /// Offset of the first sample from the start of the stream.
     pub start: Duration,
     pub end: Duration,
+    /// Offset of the end of its last voiced frame (before the trailing silence the hangover
+    /// waited through): when the speaker stopped.
+    pub last_voiced: Duration,
     /// True when it was cut at the maximum length (speech continues in the next one).
     pub split: bool,
 }
@@ -146,6 +149,8 @@ pub struct Segmenter {
     /// Frames seen so far; the start of the current utterance in frames.
     frames_seen: usize,
     start_frame: usize,
+    /// Frames seen up to and including the last voiced frame.
+    last_voiced_frame: usize,
 }
 
 impl Segmenter {
@@ -159,6 +164,7 @@ impl Segmenter {
             silence_run: 0,
             frames_seen: 0,
             start_frame: 0,
+            last_voiced_frame: 0,
         }
     }
 
@@ -169,6 +175,9 @@ impl Segmenter {
     /// Feeds one frame and the detector's decision for it.
     pub fn push(&mut self, frame: &[f32], speech: bool) -> Option<Utterance> {
         self.frames_seen += 1;
+        if speech {
+            self.last_voiced_frame = self.frames_seen;
+        }
         let db = frame_db(frame);
         if !self.in_speech {
             self.history.push_back(frame.to_vec());
@@ -218,10 +227,17 @@ impl Segmenter {
         self.start_frame += n;
         let samples: Vec<f32> = frames.into_iter().flat_map(|(f, _)| f).collect();
         let at = |frame: usize| Duration::from_millis((frame * FRAME_MS as usize) as u64);
+        // Cut for length, the speaker is still talking at its end.
+        let last_voiced = if split {
+            start + n
+        } else {
+            self.last_voiced_frame.clamp(start, start + n)
+        };
         Some(Utterance {
             samples,
             start: at(start),
             end: at(start + n),
+            last_voiced: at(last_voiced),
             split,
         })
     }

@@ -21,6 +21,12 @@ pub enum ManifestError {
     },
     #[error("{path}: not a valid MOF manifest: {reason}")]
     Invalid { path: String, reason: String },
+    #[error("{path}: not a valid MOF manifest")]
+    Yaml {
+        path: String,
+        #[source]
+        source: serde_norway::Error,
+    },
 }
 
 /// A whole manifest file.
@@ -158,9 +164,9 @@ pub struct DataInformation {
 
 impl Manifest {
     pub fn parse(name: &str, text: &str) -> Result<Self, ManifestError> {
-        let m: Manifest = serde_norway::from_str(text).map_err(|e| ManifestError::Invalid {
+        let m: Manifest = serde_norway::from_str(text).map_err(|source| ManifestError::Yaml {
             path: name.to_string(),
-            reason: e.to_string(),
+            source,
         })?;
         if m.framework.name != "Model Openness Framework" {
             return Err(ManifestError::Invalid {

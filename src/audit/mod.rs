@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{Config, Exception};
 use identity::{FileIdentity, HashCache};
 use licence::{ContentType, Licence};
 use manifest::{EvidenceKind, Manifest};
+use serde::Deserialize;
 use verdict::{Findings, Judgement, MofClass, Osaid};
 
 /// Exit code of a command refused by the audit.
@@ -317,10 +317,15 @@ fn compare_label(
 /// Proof that the audit ran and admitted every model an engine is about to load.
 #[derive(Debug)]
 pub struct AuditPass {
-    pub reports: Vec<ModelReport>,
+    reports: Vec<ModelReport>,
 }
 
 impl AuditPass {
+    /// The admitted models' reports.
+    pub fn reports(&self) -> &[ModelReport] {
+        &self.reports
+    }
+
     /// Whether `path` is one of the admitted weight files.
     pub fn covers(&self, path: &Path) -> bool {
         let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -386,16 +391,55 @@ pub fn weight_hashes(r: &ModelReport) -> Vec<String> {
     r.files.iter().map(|f| f.sha256.clone()).collect()
 }
 
-/// Applies the policy and the user's exceptions to reports.
-pub fn decide(mut reports: Vec<ModelReport>, config: &Config) -> Result<AuditPass, Refusal> {
-    let mut refused = false;
-    for r in &mut reports {
-        if r.identity_ok && r.judgement.osaid >= config.policy {
+/// What may load: the lowest openness the policy admits, and the user's exceptions (each
+/// pinned to the exact bytes of a model below it).
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub minimum: Osaid,
+    pub exceptions: Vec<Exception>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            minimum: Osaid::OpenSource,
+            exceptions: Vec::new(),
+        }
+    }
+}
+
+/// A recorded, hash-pinned admission of a model below the policy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Exception {
+    pub model: String,
+    /// sha256 of every weight file, in manifest order, at the time of acceptance.
+    pub sha256: Vec<String>,
+    pub reason: String,
+    pub recorded: String,
+}
+
+/// An exception for a model's current bytes (written to the config by the caller).
+pub fn exception_for(report: &ModelReport, reason: &str) -> Exception {
+    Exception {
+        model: report.id.clone(),
+        sha256: weight_hashes(report),
+        reason: reason.to_string(),
+        recorded: identity::now_rfc3339(),
+    }
+}
+
+/// Applies the policy and the user's exceptions to reports: each is marked admitted (by the
+/// policy or an exception) or left unadmitted. True when every one is admitted.
+pub fn apply(reports: &mut [ModelReport], policy: &Policy) -> bool {
+    let mut all = true;
+    for r in reports.iter_mut() {
+        if r.identity_ok && r.judgement.osaid >= policy.minimum {
             r.admitted = Some(Admission::Policy);
             continue;
         }
         let hashes = weight_hashes(r);
-        let exception = config
+        let exception = policy
             .exceptions
             .iter()
             .rev()
@@ -408,64 +452,49 @@ pub fn decide(mut reports: Vec<ModelReport>, config: &Config) -> Result<AuditPas
                 })
             }
             None => {
-                if config.exceptions.iter().any(|e| e.model == r.id) {
+                if policy.exceptions.iter().any(|e| e.model == r.id) {
                     r.judgement.notes.push(
                         "an exception was recorded for this model, but for other bytes: it no \
                          longer applies"
                             .into(),
                     );
                 }
-                refused = true;
+                all = false;
             }
         }
     }
-    if refused {
-        Err(Refusal {
-            reports,
-            policy: config.policy,
-        })
-    } else {
-        Ok(AuditPass { reports })
-    }
+    all
 }
 
-/// Audits the given registry models and applies the policy. Call before building any engine.
+/// Audits the given models and applies the policy: the only way to an [`AuditPass`], which
+/// every engine requires. Call before building any engine.
 pub fn gate(
     ctx: &mut AuditContext,
-    config: &Config,
+    policy: &Policy,
     ids: &[&str],
 ) -> Result<Result<AuditPass, Refusal>, AuditError> {
     let t0 = std::time::Instant::now();
-    let reports = ids
+    let mut reports = ids
         .iter()
         .map(|id| ctx.audit_id(id))
         .collect::<Result<Vec<_>, _>>()?;
     ctx.cache.save();
-    let decision = decide(reports, config);
+    let admitted = apply(&mut reports, policy);
     tracing::info!(
         stage = "audit",
         models = ids.len(),
         ms = t0.elapsed().as_millis() as u64,
-        passed = decision.is_ok(),
+        passed = admitted,
         "openness audit finished"
     );
-    Ok(decision)
-}
-
-/// Records an exception for a model's current bytes.
-pub fn accept(
-    config: &mut Config,
-    report: &ModelReport,
-    reason: &str,
-) -> Result<Exception, crate::config::ConfigError> {
-    let e = Exception {
-        model: report.id.clone(),
-        sha256: weight_hashes(report),
-        reason: reason.to_string(),
-        recorded: identity::now_rfc3339(),
-    };
-    config.record_exception(e.clone())?;
-    Ok(e)
+    Ok(if admitted {
+        Ok(AuditPass { reports })
+    } else {
+        Err(Refusal {
+            reports,
+            policy: policy.minimum,
+        })
+    })
 }
 
 /// The failing elements, short.

@@ -36,12 +36,22 @@ pub enum LlmError {
     Model(#[from] crate::models::ModelError),
     #[error(transparent)]
     Load(#[from] model::ModelError),
-    #[error("{path}: cannot load the tokenizer ({reason}); run `sotto models import`")]
-    Tokenizer { path: PathBuf, reason: String },
-    #[error("{path}: the GGUF has no usable chat template ({reason})")]
-    Template { path: PathBuf, reason: String },
-    #[error("tokenizing failed: {0}")]
-    Tokenize(String),
+    #[error("{path}: cannot load the tokenizer; run `sotto models import`")]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: tokenizers::Error,
+    },
+    #[error("{path}: the GGUF has no chat template (tokenizer.chat_template)")]
+    NoTemplate { path: PathBuf },
+    #[error("{path}: the GGUF's chat template does not render")]
+    Template {
+        path: PathBuf,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("tokenizing failed")]
+    Tokenize(#[source] tokenizers::Error),
     #[error(
         "{path}: the model produced non-finite logits (NaN or infinity): the weights are corrupt"
     )]
@@ -160,15 +170,15 @@ impl Llm {
         let header = gguf::Header::read(gguf_path)?;
         let template = header
             .get_str("tokenizer.chat_template")
-            .ok_or_else(|| LlmError::Template {
+            .ok_or_else(|| LlmError::NoTemplate {
                 path: gguf_path.to_path_buf(),
-                reason: "no tokenizer.chat_template".into(),
             })?
             .to_string();
-        let tokenizer = Tokenizer::from_file(tokenizer_path).map_err(|e| LlmError::Tokenizer {
-            path: tokenizer_path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let tokenizer =
+            Tokenizer::from_file(tokenizer_path).map_err(|source| LlmError::Tokenizer {
+                path: tokenizer_path.to_path_buf(),
+                source,
+            })?;
         // A chat model that emits any control token (end of turn, end of text, the start of
         // a new turn…) has finished its turn; decoding on would only produce invisible tokens.
         let mut stop_ids: Vec<u32> = header
@@ -336,9 +346,9 @@ impl Llm {
         add_generation_prompt: bool,
     ) -> Result<String, LlmError> {
         let mut env = minijinja::Environment::new();
-        let bad = |e: minijinja::Error| LlmError::Template {
+        let bad = |source: minijinja::Error| LlmError::Template {
             path: self.model_path.clone(),
-            reason: e.to_string(),
+            source,
         };
         env.add_template("chat", &self.template).map_err(bad)?;
         let mut all = Vec::new();
@@ -414,7 +424,7 @@ impl Llm {
         self.tokenizer
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| LlmError::Tokenize(e.to_string()))
+            .map_err(LlmError::Tokenize)
     }
 
     /// Adds the user's message, generates the reply (streamed to `on_text`), and keeps both

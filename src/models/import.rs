@@ -122,9 +122,9 @@ pub fn import_all(
 pub fn write_tokenizer(gguf_path: &Path, out: &Path) -> Result<(), ModelError> {
     let header = gguf::Header::read(gguf_path)?;
     let json = gguf_tokenizer::tokenizer_json(gguf_path, &header)?;
-    let text = serde_json::to_string(&json).map_err(|e| ModelError::Format {
+    let text = serde_json::to_string(&json).map_err(|source| ModelError::Json {
         path: out.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })?;
     let mut tmp = TempOut::new(out)?;
     std::io::Write::write_all(&mut tmp.file, text.as_bytes())
@@ -137,9 +137,9 @@ fn write_record(path: &Path, imported: &[Imported]) -> Result<(), ModelError> {
         "converter": concat!("sotto ", env!("CARGO_PKG_VERSION")),
         "outputs": imported,
     }))
-    .map_err(|e| ModelError::Format {
+    .map_err(|source| ModelError::Json {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })?;
     let mut tmp = TempOut::new(path)?;
     std::io::Write::write_all(&mut tmp.file, text.as_bytes())

@@ -36,6 +36,12 @@ pub enum ModelError {
     },
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
+    #[error("{path}: cannot write it as JSON")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{path}: model file is missing; {hint}")]
     Missing { path: PathBuf, hint: &'static str },
     #[error(

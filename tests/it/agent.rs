@@ -366,15 +366,15 @@ impl agent::Voice for Levels {
     }
 }
 
-fn listen(input: &Path) -> sotto::dictation::DictationOptions {
-    sotto::dictation::DictationOptions {
-        device: None,
-        input: Some(input.to_path_buf()),
-        fast: false,
+fn listen(input: &Path) -> sotto::pipeline::listen::ListenOptions {
+    sotto::pipeline::listen::ListenOptions {
+        source: sotto::pipeline::listen::Source::Clip {
+            clip: Arc::new(sotto::audio::read_wav(input).unwrap()),
+            fast: false,
+        },
         detector: sotto::vad::DetectorKind::Webrtc,
         aggressiveness: 2,
         segmenter: sotto::vad::SegmenterConfig::default(),
-        stt: sotto::stt::SttOptions::default(),
         ptt: None,
         ptt_key: None,
     }

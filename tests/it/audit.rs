@@ -5,7 +5,6 @@ use std::path::Path;
 use sotto::audit::{
     self, AuditContext, identity::HashCache, manifest::Manifest, verdict::MofClass, verdict::Osaid,
 };
-use sotto::config::Config;
 
 use crate::util::*;
 
@@ -386,16 +385,15 @@ fn a_file_changed_after_the_gate_is_caught_by_the_background_check() {
     let dst = dir.path().join(sotto::models::WHISPER_GGML);
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
     std::fs::copy(&src, &dst).unwrap();
-    let config = Config::parse(
-        std::path::Path::new("t"),
-        "[audit]\npolicy = \"open-weight\"\n",
-    )
-    .unwrap();
+    let policy = audit::Policy {
+        minimum: Osaid::OpenWeight,
+        ..Default::default()
+    };
     let mut ctx = AuditContext {
         models_dir: dir.path().to_path_buf(),
         cache: HashCache::in_memory(),
     };
-    let pass = audit::gate(&mut ctx, &config, &["whisper-tiny.en"])
+    let pass = audit::gate(&mut ctx, &policy, &["whisper-tiny.en"])
         .unwrap()
         .expect("open-weight policy admits tiny.en");
     // Unchanged: the check finds nothing.

@@ -266,7 +266,8 @@ fn dictation_settings_come_from_the_config_file_and_flags_override_them() {
         .arg(jfk_wav()));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("max utterance 40 s is out of range"),
+        stderr(&out).contains("dictate.max_utterance_s")
+            && stderr(&out).contains("40 s is out of range"),
         "{}",
         stderr(&out)
     );
@@ -286,23 +287,25 @@ struct Xvfb {
 impl Xvfb {
     fn start() -> Self {
         require_tool("Xvfb");
-        let n = 90 + std::process::id() % 100;
-        let display = format!(":{n}");
-        let child = Command::new("Xvfb")
-            .args([display.as_str(), "-nolisten", "tcp"])
-            .stdout(Stdio::null())
+        // Xvfb picks a free display itself and writes its number to stdout once it accepts
+        // connections (a display number of our own could meet a stale socket).
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-nolisten", "tcp"])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("Xvfb runs");
-        let socket = format!("/tmp/.X11-unix/X{n}");
-        for _ in 0..100 {
-            if std::path::Path::new(&socket).exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let n: u32 = line.trim().parse().expect("Xvfb reports its display");
+        Self {
+            child,
+            display: format!(":{n}"),
         }
-        assert!(std::path::Path::new(&socket).exists(), "Xvfb did not start");
-        Self { child, display }
     }
 
     fn xdotool(&self, args: &[&str]) {

@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sotto::audit::{self, AuditContext, identity::HashCache};
-use sotto::config::Config;
 use sotto::llm::{GenParams, Llm, StopReason};
 
 use crate::util::*;
@@ -15,12 +14,12 @@ fn load() -> Llm {
 fn load_with(threads: usize) -> Llm {
     let gguf = model(sotto::models::SMOLLM2_GGUF);
     let tokenizer = model(sotto::models::SMOLLM2_TOKENIZER);
-    let config = Config::parse(std::path::Path::new("test"), "").unwrap();
+    let policy = audit::Policy::default();
     let mut ctx = AuditContext {
         models_dir: models_dir(),
         cache: HashCache::in_memory(),
     };
-    let pass = audit::gate(&mut ctx, &config, &["smollm2-135m-instruct"])
+    let pass = audit::gate(&mut ctx, &policy, &["smollm2-135m-instruct"])
         .unwrap()
         .expect("SmolLM2 passes the default policy");
     Llm::load(

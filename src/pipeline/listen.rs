@@ -1,0 +1,572 @@
+//! Listening: the source → SPSC ring → 16 kHz → voice activity detection (or the push-to-talk
+//! gate) → utterances.
+//!
+//! Threads, each owning its resource:
+//!
+//! ```text
+//! source ("capture": cpal stream | "file-feed": a clip) ──SPSC ring──▶ "frontend"
+//!   (resample to 16 kHz, detector + segmenter, or the push-to-talk gate) ──utterances──▶
+//! "ptt" (control socket, SIGUSR1, hotkey → the push-to-talk state machine) ──▶ frontend
+//! ```
+//!
+//! A WAV input is decoded once, by the caller, and fed from memory. Each utterance says when
+//! its last voiced frame was heard ([`Heard::last_voiced_at`]): latencies are measured from the
+//! moment the speaker stopped, not from when the detector's hangover ran out.
+//!
+//! Shutdown: `stop` (Ctrl-C) ends the source; the front end drains the ring, ends the
+//! utterance in progress and closes its channel. Nothing said before Ctrl-C is lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use ringbuf::traits::{Consumer, Observer};
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Resampler};
+
+use super::{TurnId, spawn};
+use crate::audio::Clip;
+use crate::capture::{self, CaptureBlock, CaptureStats, RingConsumer};
+use crate::ptt;
+use crate::vad::{self, Detector, DetectorKind, Segmenter, SegmenterConfig, Utterance};
+
+/// Where the audio comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// An input device by name (None: the default).
+    Device(Option<String>),
+    /// A decoded WAV, fed at real-time pace (or as fast as it is taken, with `fast`).
+    Clip { clip: Arc<Clip>, fast: bool },
+}
+
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    pub source: Source,
+    pub detector: DetectorKind,
+    pub aggressiveness: u8,
+    pub segmenter: SegmenterConfig,
+    /// Push-to-talk: utterances are what is recorded between start and stop (ctl socket,
+    /// SIGUSR1, the hotkey) instead of what the detector finds.
+    pub ptt: Option<ptt::Mode>,
+    /// With `ptt`: a global hotkey (see [`crate::hotkey`]), e.g. `F9` or `ctrl+alt+space`.
+    pub ptt_key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error("resampling from {rate_hz} Hz")]
+    Resample {
+        rate_hz: u32,
+        #[source]
+        source: StageErrorBox,
+    },
+    #[error("push-to-talk control {0}")]
+    Control(String, #[source] std::io::Error),
+    #[error(transparent)]
+    ControlSocket(#[from] ptt::ControlError),
+    #[error(transparent)]
+    Hotkey(#[from] crate::hotkey::HotkeyError),
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+}
+
+type StageErrorBox = Box<dyn std::error::Error + Send + Sync>;
+
+/// An utterance as the listener hands it on.
+#[derive(Debug)]
+pub struct Heard {
+    pub utterance: Utterance,
+    /// Numbered from 1; a push-to-talk cancel voids every utterance up to a number.
+    pub turn: TurnId,
+    /// When the end of the utterance was decided (the detector's hangover ran out, or
+    /// push-to-talk stopped).
+    pub ended_at: Instant,
+    /// When its last voiced frame was heard: the speaker's last word.
+    pub last_voiced_at: Instant,
+}
+
+/// What the agent hooks into the front end.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// While set, the input is heard as silence: the echo guard, so sotto does not hear
+    /// itself through the speakers.
+    pub mute: Option<Arc<AtomicBool>>,
+    /// Told when the detector hears speech begin (never blocks: a full channel drops it).
+    pub speech_started: Option<Sender<Instant>>,
+}
+
+/// The listening half of the pipeline, running on its threads. Utterances come out of
+/// [`Listener::utterances`]; [`Listener::finish`] joins the threads.
+pub struct Listener {
+    pub utterances: Receiver<Heard>,
+    /// Push-to-talk cancel: utterances with a number up to this are void.
+    pub cancelled_through: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<CaptureStats>,
+    frontend: JoinHandle<Result<(), ListenError>>,
+    source: JoinHandle<Result<(), ListenError>>,
+    ptt: Option<JoinHandle<Result<(), ListenError>>>,
+}
+
+/// Counters reported at the end.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ListenStats {
+    pub dropped_samples: u64,
+    pub captured_samples: u64,
+}
+
+impl Listener {
+    /// Opens the source and starts the source, front-end and (with `ptt`) push-to-talk
+    /// threads. They run until the input ends or `stop` is set.
+    pub fn start(
+        opts: &ListenOptions,
+        stop: Arc<AtomicBool>,
+        hooks: Hooks,
+    ) -> Result<Self, ListenError> {
+        let rate_hz = match &opts.source {
+            Source::Clip { clip, .. } => clip.sample_rate_hz,
+            Source::Device(name) => capture::device_rate(name.as_deref())?,
+        };
+        let (producer, consumer) = capture::ring(rate_hz, capture::RING_SECONDS);
+        let stats = Arc::new(CaptureStats::default());
+        let source_done = Arc::new(AtomicBool::new(false));
+        // New ring halves after a device reconnect.
+        let (reconnect_tx, reconnect_rx) = bounded::<RingConsumer<f32>>(1);
+
+        let source = {
+            let stats = stats.clone();
+            let stop = stop.clone();
+            let done = source_done.clone();
+            let src = opts.source.clone();
+            let name = match &src {
+                Source::Clip { .. } => "file-feed",
+                Source::Device(_) => "capture",
+            };
+            spawn(name, move || {
+                let r = match src {
+                    Source::Clip { clip, fast } => {
+                        let block = CaptureBlock::new(producer, 1, stats);
+                        capture::feed_clip(&clip, block, fast, &stop);
+                        Ok(())
+                    }
+                    Source::Device(name) => capture::run_capture_thread(
+                        name,
+                        rate_hz,
+                        producer,
+                        stats,
+                        stop,
+                        reconnect_tx,
+                    )
+                    .map_err(Into::into),
+                };
+                done.store(true, Ordering::Release);
+                r
+            })
+        };
+
+        // Push-to-talk: the control socket, SIGUSR1 and the hotkey feed the state machine.
+        let cancelled_through = Arc::new(AtomicU64::new(0));
+        let (ptt_commands, ptt_thread) = match opts.ptt {
+            None => (None, None),
+            Some(mode) => {
+                let hotkey = match &opts.ptt_key {
+                    Some(spec) => Some(crate::hotkey::Hotkey::open(spec)?),
+                    None => None,
+                };
+                let (tx, rx) = bounded::<ptt::Action>(16);
+                let h = spawn_ptt(mode, hotkey, stop.clone(), tx, cancelled_through.clone())?;
+                (Some(rx), Some(h))
+            }
+        };
+
+        // Utterances: block when full. Speech must not be lost; a slow transcriber backs up
+        // into the 20 s ring, whose overflow the capture side counts.
+        let (utt_tx, utt_rx) = bounded::<Heard>(4);
+        let frontend = {
+            let opts = opts.clone();
+            let done = source_done.clone();
+            spawn("frontend", move || {
+                frontend(
+                    consumer,
+                    reconnect_rx,
+                    rate_hz,
+                    &opts,
+                    ptt_commands,
+                    hooks,
+                    &done,
+                    utt_tx,
+                )
+            })
+        };
+        Ok(Self {
+            utterances: utt_rx,
+            cancelled_through,
+            stop,
+            stats,
+            frontend,
+            source,
+            ptt: ptt_thread,
+        })
+    }
+
+    /// Waits for the front end to finish (the input ended or `stop` was set and the ring is
+    /// drained), then stops and joins the other threads.
+    pub fn finish(self) -> Result<ListenStats, ListenError> {
+        drop(self.utterances);
+        let join = |name: &'static str, h: JoinHandle<Result<(), ListenError>>| {
+            h.join().map_err(|_| ListenError::Panicked(name))?
+        };
+        let frontend = join("frontend", self.frontend);
+        // The source may still be waiting on a device; it sees `stop` or has finished.
+        self.stop.store(true, Ordering::Relaxed);
+        join("source", self.source)?;
+        if let Some(h) = self.ptt {
+            join("ptt", h)?;
+        }
+        frontend?;
+        Ok(ListenStats {
+            dropped_samples: self.stats.overruns.load(Ordering::Relaxed),
+            captured_samples: self.stats.samples.load(Ordering::Relaxed),
+        })
+    }
+}
+
+const RESAMPLER_CHUNK: usize = 1024;
+/// How often the push-to-talk thread looks at the hotkey, the socket and SIGUSR1.
+const PTT_POLL: Duration = Duration::from_millis(10);
+
+/// Where 16 kHz audio goes: the detector and segmenter, or the push-to-talk gate.
+enum Gate {
+    Vad {
+        detector: Detector,
+        segmenter: Segmenter,
+        frame: Vec<f32>,
+        speech_started: Option<Sender<Instant>>,
+    },
+    Ptt {
+        commands: Receiver<ptt::Action>,
+        recording: bool,
+        buf: Vec<f32>,
+        start: usize,
+    },
+}
+
+impl Gate {
+    /// Feeds 16 kHz samples (`pos`: samples fed before them); finished utterances are pushed
+    /// onto `done`.
+    fn feed(&mut self, samples: &[f32], pos: usize, done: &mut Vec<Utterance>) {
+        match self {
+            Gate::Vad {
+                detector,
+                segmenter,
+                frame,
+                speech_started,
+            } => {
+                for &s in samples {
+                    frame.push(s);
+                    if frame.len() == vad::FRAME_SAMPLES {
+                        let speech = detector.is_speech(frame);
+                        let was_in_speech = segmenter.in_speech();
+                        let finished = segmenter.push(frame, speech);
+                        if !was_in_speech
+                            && segmenter.in_speech()
+                            && let Some(tx) = speech_started
+                        {
+                            let _ = tx.try_send(Instant::now());
+                        }
+                        done.extend(finished);
+                        frame.clear();
+                    }
+                }
+            }
+            Gate::Ptt {
+                commands,
+                recording,
+                buf,
+                start,
+            } => {
+                while let Ok(action) = commands.try_recv() {
+                    match action {
+                        ptt::Action::StartRecording => {
+                            *recording = true;
+                            *start = pos;
+                            buf.clear();
+                        }
+                        ptt::Action::StopAndTranscribe => {
+                            *recording = false;
+                            if !buf.is_empty() {
+                                done.push(ptt_utterance(buf, *start));
+                            }
+                        }
+                        ptt::Action::Discard => {
+                            *recording = false;
+                            buf.clear();
+                        }
+                        ptt::Action::None => {}
+                    }
+                }
+                if *recording {
+                    buf.extend_from_slice(samples);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Option<Utterance> {
+        match self {
+            Gate::Vad { segmenter, .. } => segmenter.flush(),
+            Gate::Ptt {
+                buf,
+                start,
+                recording,
+                ..
+            } => (*recording && !buf.is_empty()).then(|| ptt_utterance(buf, *start)),
+        }
+    }
+}
+
+fn at_16k(samples: usize) -> Duration {
+    Duration::from_secs_f64(samples as f64 / vad::SAMPLE_RATE_HZ as f64)
+}
+
+fn ptt_utterance(buf: &mut Vec<f32>, start: usize) -> Utterance {
+    let samples = std::mem::take(buf);
+    let end = at_16k(start + samples.len());
+    Utterance {
+        start: at_16k(start),
+        end,
+        // The key was released (or toggled) here: the speaker is done.
+        last_voiced: end,
+        samples,
+        split: false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn frontend(
+    mut consumer: RingConsumer<f32>,
+    reconnect: Receiver<RingConsumer<f32>>,
+    rate_hz: u32,
+    opts: &ListenOptions,
+    ptt_commands: Option<Receiver<ptt::Action>>,
+    hooks: Hooks,
+    source_done: &AtomicBool,
+    out: Sender<Heard>,
+) -> Result<(), ListenError> {
+    let muted = || {
+        hooks
+            .mute
+            .as_ref()
+            .is_some_and(|m| m.load(Ordering::Relaxed))
+    };
+    let mut gate = match ptt_commands {
+        None => Gate::Vad {
+            detector: Detector::new(opts.detector, opts.aggressiveness),
+            segmenter: Segmenter::new(opts.segmenter.clone()),
+            frame: Vec::with_capacity(vad::FRAME_SAMPLES),
+            speech_started: hooks.speech_started.clone(),
+        },
+        Some(commands) => Gate::Ptt {
+            commands,
+            recording: false,
+            buf: Vec::new(),
+            start: 0,
+        },
+    };
+    let resample_err = |source: rubato::ResampleError| ListenError::Resample {
+        rate_hz,
+        source: Box::new(source),
+    };
+    let mut resampler = if rate_hz == vad::SAMPLE_RATE_HZ {
+        None
+    } else {
+        Some(
+            Fft::<f32>::new(
+                rate_hz as usize,
+                vad::SAMPLE_RATE_HZ as usize,
+                RESAMPLER_CHUNK,
+                1,
+                FixedSync::Input,
+            )
+            .map_err(|e| ListenError::Resample {
+                rate_hz,
+                source: Box::new(e),
+            })?,
+        )
+    };
+    let out_max = resampler
+        .as_ref()
+        .map(|r| r.output_frames_max())
+        .unwrap_or(0);
+    let mut raw = vec![0.0f32; RESAMPLER_CHUNK];
+    let mut raw_len = 0;
+    let mut resampled = vec![0.0f32; out_max.max(1)];
+    // The resampler's start-up delay is silence; skip it so timestamps line up.
+    let mut skip = resampler.as_ref().map(|r| r.output_delay()).unwrap_or(0);
+    // 16 kHz samples fed to the gate so far.
+    let mut pos = 0usize;
+    let mut turn = TurnId::FIRST;
+    let mut done: Vec<Utterance> = Vec::new();
+    // Hands finished utterances on, stamped with when their last voiced frame was heard:
+    // the samples after it, plus what is still waiting in the ring and the resampler, were
+    // captured after it.
+    let mut emit = |done: &mut Vec<Utterance>, pos: usize, waiting_in: usize| -> bool {
+        let now = Instant::now();
+        let waiting = Duration::from_secs_f64(waiting_in as f64 / rate_hz as f64);
+        for u in done.drain(..) {
+            let since = at_16k(pos).saturating_sub(u.last_voiced) + waiting;
+            let heard = Heard {
+                turn,
+                ended_at: now,
+                last_voiced_at: now.checked_sub(since).unwrap_or(now),
+                utterance: u,
+            };
+            turn = turn.next();
+            if out.send(heard).is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    loop {
+        if let Ok(c) = reconnect.try_recv() {
+            consumer = c;
+        }
+        let finished = source_done.load(Ordering::Acquire) && consumer.is_empty();
+        let n = consumer.pop_slice(&mut raw[raw_len..]);
+        raw_len += n;
+        let flush_partial = finished && raw_len > 0;
+        if raw_len == RESAMPLER_CHUNK || flush_partial {
+            match resampler.as_mut() {
+                None => {
+                    if muted() {
+                        raw[..raw_len].fill(0.0);
+                    }
+                    gate.feed(&raw[..raw_len], pos, &mut done);
+                    pos += raw_len;
+                }
+                Some(rs) => {
+                    let input =
+                        InterleavedSlice::new(&raw[..], 1, RESAMPLER_CHUNK).map_err(|e| {
+                            ListenError::Resample {
+                                rate_hz,
+                                source: Box::new(e),
+                            }
+                        })?;
+                    let mut output = InterleavedSlice::new_mut(&mut resampled[..], 1, out_max)
+                        .map_err(|e| ListenError::Resample {
+                            rate_hz,
+                            source: Box::new(e),
+                        })?;
+                    let indexing = rubato::Indexing {
+                        input_offset: 0,
+                        output_offset: 0,
+                        partial_len: flush_partial.then_some(raw_len),
+                        active_channels_mask: None,
+                    };
+                    let (_, produced) = rs
+                        .process_into_buffer(&input, &mut output, Some(&indexing))
+                        .map_err(resample_err)?;
+                    let drop = skip.min(produced);
+                    skip -= drop;
+                    if muted() {
+                        resampled[..produced].fill(0.0);
+                    }
+                    gate.feed(&resampled[drop..produced], pos, &mut done);
+                    pos += produced - drop;
+                }
+            }
+            raw_len = 0;
+        } else if n == 0 {
+            // Push-to-talk commands must be seen even when no audio arrives.
+            gate.feed(&[], pos, &mut done);
+        }
+        if !done.is_empty() && !emit(&mut done, pos, consumer.occupied_len() + raw_len) {
+            return Ok(());
+        }
+        if finished && raw_len == 0 {
+            break;
+        }
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    done.extend(gate.flush());
+    emit(&mut done, pos, 0);
+    Ok(())
+}
+
+/// The push-to-talk thread: accepts control connections (non-blocking, so it notices `stop`),
+/// polls SIGUSR1 and the hotkey, runs the state machine and sends its actions to the front end.
+fn spawn_ptt(
+    mode: ptt::Mode,
+    hotkey: Option<crate::hotkey::Hotkey>,
+    stop: Arc<AtomicBool>,
+    actions: Sender<ptt::Action>,
+    cancelled_through: Arc<AtomicU64>,
+) -> Result<JoinHandle<Result<(), ListenError>>, ListenError> {
+    let (path, listener) = ptt::bind()?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ListenError::Control(path.display().to_string(), e))?;
+    let usr1 = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone())
+        .map_err(|e| ListenError::Control("SIGUSR1".into(), e))?;
+    tracing::info!(stage = "ptt", socket = %path.display(), ?mode, hotkey = hotkey.is_some(), "push-to-talk ready");
+    Ok(spawn("ptt", move || {
+        let (events_tx, events_rx) = bounded::<ptt::Event>(64);
+        let mut machine = ptt::Machine::default();
+        let mut emitted_stops = 0u64;
+        let mut key_down = false;
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(h) = &hotkey {
+                let down = h.is_down();
+                if down != key_down {
+                    key_down = down;
+                    let _ = events_tx.send(if down {
+                        ptt::Event::Press
+                    } else {
+                        ptt::Event::Release
+                    });
+                }
+            }
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    let tx = events_tx.clone();
+                    let _ = conn.set_nonblocking(false);
+                    let _ = std::thread::Builder::new()
+                        .name("ptt-conn".into())
+                        .spawn(move || ptt::serve(conn, &tx));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => tracing::warn!(stage = "ptt", error = %e, "control socket"),
+            }
+            if usr1.swap(false, Ordering::Relaxed) {
+                let _ = events_tx.send(ptt::Event::Toggle);
+            }
+            while let Ok(event) = events_rx.try_recv() {
+                let before = machine.state;
+                let (next, action) = ptt::step(machine, event, mode, Instant::now());
+                machine = next;
+                match action {
+                    ptt::Action::StopAndTranscribe => emitted_stops += 1,
+                    // Cancelling while transcribing voids the utterance in flight.
+                    ptt::Action::Discard if before == ptt::State::Processing => {
+                        cancelled_through.fetch_max(emitted_stops, Ordering::AcqRel);
+                    }
+                    _ => {}
+                }
+                if action != ptt::Action::None && actions.send(action).is_err() {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(PTT_POLL);
+        }
+        let _ = std::fs::remove_file(&path);
+        Ok(())
+    }))
+}
