@@ -1,13 +1,13 @@
 //! Microphone capture: cpal input stream → lock-free SPSC ring (ringbuf).
 //!
-//! The capture thread owns the cpal stream. cpal's audio callback runs on the driver's
+//! A library: [`start_stream`] opens a device's stream, whose callback runs on the driver's
 //! real-time thread and only calls [`CaptureBlock::process_block`]: it converts the device's
 //! samples to f32, downmixes them to mono into a preallocated buffer and pushes that into the
 //! ring. No allocation, lock, syscall, logging or channel send happens there (a test runs the
 //! warmed-up body under a counting allocator). Samples that do not fit because the consumer
 //! stalled are dropped and counted in an `AtomicU64`; stream errors set an `AtomicBool`. The
-//! capture thread reports the counters periodically, and when the device fails or vanishes it
-//! drops the stream and reopens the device when it returns.
+//! capture thread that owns the stream, reports the counters and reopens a device that
+//! vanished is the listening stage's ([`crate::pipeline::listen`]).
 //!
 //! A decoded WAV can be fed through the same [`CaptureBlock`] (`--input`), at real-time pace or
 //! as fast as the consumer takes it.
@@ -198,7 +198,9 @@ where
     )
 }
 
-fn start_stream(
+/// Opens the device's input stream at `rate_hz`, its callback feeding `producer`. On failure
+/// the producer is handed back (when it was not consumed) so a retry can use it.
+pub fn start_stream(
     device_name: Option<&str>,
     producer: RingProducer<f32>,
     stats: &Arc<CaptureStats>,
@@ -262,122 +264,6 @@ fn start_stream(
     })?;
     Ok(stream)
 }
-
-/// Runs capture until `stop` is set: opens the device, reports counters every few seconds,
-/// and reopens the device after a stream error (a device that vanished and came back).
-/// The producer moves into the callback; after a failure a new ring half is requested from
-/// `reconnect`, which the front end hands out (the old consumer is drained and replaced).
-pub fn run_capture_thread(
-    device_name: Option<String>,
-    rate_hz: u32,
-    producer: RingProducer<f32>,
-    stats: Arc<CaptureStats>,
-    stop: Arc<AtomicBool>,
-    reconnect: crossbeam_channel::Sender<RingConsumer<f32>>,
-) -> Result<(), CaptureError> {
-    let mut producer = Some(producer);
-    let mut first_open = true;
-    let mut last_report = Instant::now();
-    let mut reported_overruns = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let prod = match producer.take() {
-            Some(p) => p,
-            None => {
-                // A fresh ring for the new stream; the front end switches to its consumer.
-                let (p, c) = ring(rate_hz, RING_SECONDS);
-                if reconnect.send(c).is_err() {
-                    return Ok(());
-                }
-                p
-            }
-        };
-        stats.stream_error.store(false, Ordering::Relaxed);
-        let stream = match start_stream(device_name.as_deref(), prod, &stats, rate_hz) {
-            Ok(s) => s,
-            Err((e, back)) => {
-                if first_open {
-                    // The device never opened: that is the user's error to see, not a retry.
-                    return Err(e);
-                }
-                producer = back;
-                tracing::warn!(stage = "capture", error = %e, "input device unavailable; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-        };
-        first_open = false;
-        tracing::info!(
-            stage = "capture",
-            device = device_name.as_deref().unwrap_or("default"),
-            rate_hz,
-            "capturing"
-        );
-        // A device can also fail silently: ALSA's PulseAudio plugin deadlocks in its own
-        // threads when the server dies, and no error ever reaches cpal. A live input always
-        // delivers samples (silence included), so a stream that stops delivering is dead.
-        let mut last_samples = stats.samples.load(Ordering::Relaxed);
-        let mut last_progress = Instant::now();
-        let mut stalled = false;
-        while !stop.load(Ordering::Relaxed) && !stats.stream_error.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
-            let samples = stats.samples.load(Ordering::Relaxed);
-            if samples != last_samples {
-                last_samples = samples;
-                last_progress = Instant::now();
-            } else if last_progress.elapsed() >= STALL {
-                stalled = true;
-                break;
-            }
-            if last_report.elapsed() >= Duration::from_secs(5) {
-                let overruns = stats.overruns.load(Ordering::Relaxed);
-                if overruns > reported_overruns {
-                    tracing::warn!(
-                        stage = "capture",
-                        dropped_samples = overruns - reported_overruns,
-                        "ring full: samples dropped"
-                    );
-                    reported_overruns = overruns;
-                }
-                tracing::debug!(
-                    stage = "capture",
-                    samples = stats.samples.load(Ordering::Relaxed),
-                    overruns,
-                    "capture counters"
-                );
-                last_report = Instant::now();
-            }
-        }
-        // Closing a dead stream can block for good (cpal's drop joins the stuck threads), so
-        // it is closed on a thread of its own and waited for only briefly.
-        let (closed_tx, closed_rx) = crossbeam_channel::bounded::<()>(1);
-        let _ = std::thread::Builder::new()
-            .name("capture-close".into())
-            .spawn(move || {
-                drop(stream);
-                let _ = closed_tx.send(());
-            });
-        if closed_rx.recv_timeout(CLOSE_WAIT).is_err() {
-            tracing::warn!(
-                stage = "capture",
-                "the input stream did not close; left behind"
-            );
-        }
-        if stalled || stats.stream_error.load(Ordering::Relaxed) {
-            tracing::warn!(
-                stage = "capture",
-                stalled,
-                "input stream failed (device gone?); reopening"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-    Ok(())
-}
-
-/// An open stream that delivers no samples for this long is treated as gone.
-const STALL: Duration = Duration::from_secs(2);
-/// How long closing a stream may take before capture goes on without it.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Seconds of audio the ring holds: enough to ride out a slow consumer.
 pub const RING_SECONDS: u32 = 20;

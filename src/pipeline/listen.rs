@@ -28,7 +28,7 @@ use rubato::{Fft, FixedSync, Resampler};
 
 use super::{TurnId, spawn};
 use crate::audio::Clip;
-use crate::capture::{self, CaptureBlock, CaptureStats, RingConsumer};
+use crate::capture::{self, CaptureBlock, CaptureStats, RingConsumer, RingProducer};
 use crate::ptt;
 use crate::vad::{self, Detector, DetectorKind, Segmenter, SegmenterConfig, Utterance};
 
@@ -153,15 +153,10 @@ impl Listener {
                         capture::feed_clip(&clip, block, fast, &stop);
                         Ok(())
                     }
-                    Source::Device(name) => capture::run_capture_thread(
-                        name,
-                        rate_hz,
-                        producer,
-                        stats,
-                        stop,
-                        reconnect_tx,
-                    )
-                    .map_err(Into::into),
+                    Source::Device(name) => {
+                        run_capture_thread(name, rate_hz, producer, stats, stop, reconnect_tx)
+                            .map_err(Into::into)
+                    }
                 };
                 done.store(true, Ordering::Release);
                 r
@@ -497,6 +492,122 @@ fn frontend(
     }
     done.extend(gate.flush());
     emit(&mut done, pos, 0);
+    Ok(())
+}
+
+/// An open stream that delivers no samples for this long is treated as gone.
+const STALL: Duration = Duration::from_secs(2);
+/// How long closing a stream may take before capture goes on without it.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs capture until `stop` is set: opens the device, reports counters every few seconds,
+/// and reopens the device after a stream error (a device that vanished and came back).
+/// The producer moves into the callback; after a failure a new ring half is requested from
+/// `reconnect`, which the front end hands out (the old consumer is drained and replaced).
+fn run_capture_thread(
+    device_name: Option<String>,
+    rate_hz: u32,
+    producer: RingProducer<f32>,
+    stats: Arc<CaptureStats>,
+    stop: Arc<AtomicBool>,
+    reconnect: Sender<RingConsumer<f32>>,
+) -> Result<(), capture::CaptureError> {
+    let mut producer = Some(producer);
+    let mut first_open = true;
+    let mut last_report = Instant::now();
+    let mut reported_overruns = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let prod = match producer.take() {
+            Some(p) => p,
+            None => {
+                // A fresh ring for the new stream; the front end switches to its consumer.
+                let (p, c) = capture::ring(rate_hz, capture::RING_SECONDS);
+                if reconnect.send(c).is_err() {
+                    return Ok(());
+                }
+                p
+            }
+        };
+        stats.stream_error.store(false, Ordering::Relaxed);
+        let stream = match capture::start_stream(device_name.as_deref(), prod, &stats, rate_hz) {
+            Ok(s) => s,
+            Err((e, back)) => {
+                if first_open {
+                    // The device never opened: that is the user's error to see, not a retry.
+                    return Err(e);
+                }
+                producer = back;
+                tracing::warn!(stage = "capture", error = %e, "input device unavailable; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        first_open = false;
+        tracing::info!(
+            stage = "capture",
+            device = device_name.as_deref().unwrap_or("default"),
+            rate_hz,
+            "capturing"
+        );
+        // A device can also fail silently: ALSA's PulseAudio plugin deadlocks in its own
+        // threads when the server dies, and no error ever reaches cpal. A live input always
+        // delivers samples (silence included), so a stream that stops delivering is dead.
+        let mut last_samples = stats.samples.load(Ordering::Relaxed);
+        let mut last_progress = Instant::now();
+        let mut stalled = false;
+        while !stop.load(Ordering::Relaxed) && !stats.stream_error.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+            let samples = stats.samples.load(Ordering::Relaxed);
+            if samples != last_samples {
+                last_samples = samples;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= STALL {
+                stalled = true;
+                break;
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                let overruns = stats.overruns.load(Ordering::Relaxed);
+                if overruns > reported_overruns {
+                    tracing::warn!(
+                        stage = "capture",
+                        dropped_samples = overruns - reported_overruns,
+                        "ring full: samples dropped"
+                    );
+                    reported_overruns = overruns;
+                }
+                tracing::debug!(
+                    stage = "capture",
+                    samples = stats.samples.load(Ordering::Relaxed),
+                    overruns,
+                    "capture counters"
+                );
+                last_report = Instant::now();
+            }
+        }
+        // Closing a dead stream can block for good (cpal's drop joins the stuck threads), so
+        // it is closed on a thread of its own and waited for only briefly.
+        let (closed_tx, closed_rx) = bounded::<()>(1);
+        let _ = std::thread::Builder::new()
+            .name("capture-close".into())
+            .spawn(move || {
+                drop(stream);
+                let _ = closed_tx.send(());
+            });
+        if closed_rx.recv_timeout(CLOSE_WAIT).is_err() {
+            tracing::warn!(
+                stage = "capture",
+                "the input stream did not close; left behind"
+            );
+        }
+        if stalled || stats.stream_error.load(Ordering::Relaxed) {
+            tracing::warn!(
+                stage = "capture",
+                stalled,
+                "input stream failed (device gone?); reopening"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     Ok(())
 }
 
