@@ -5,11 +5,12 @@
 Speaks twelve questions with espeak-ng (en-us, 160 wpm). sotto hears them joined with silence
 long enough for each answer to play out (the echo guard mutes the microphone while it
 speaks), through `sotto agent --input … --output … --metrics` at real-time pace; its figures
-come from the metrics. The Python pipeline gets each question already cut out and runs
-transcribe → stream the reply until its first clause → synthesize that clause, one after
-another, as a straightforward script would. Both are timed from the end of the utterance as
-the endpoint detector sees it (sotto: the VAD's end, one hangover after the last word), so
-the hangover itself is reported separately. Also reports sotto's peak resident memory.
+come from the metrics, measured from the last word (the utterance's last voiced frame): they
+include end-pointing (a pause judged complete, or the full hangover). The Python pipeline gets
+each question already cut out and runs transcribe → stream the reply until its first clause →
+synthesize that clause, one after another, as a straightforward script would: its figures
+start when its input ends and include no end-pointing at all (add a VAD's hangover for a live
+microphone). Also reports how sotto's speculation went, and its peak resident memory.
 
 Usage: scripts/compare_agent.py [--threads 2] [--gap-s 20] [--sotto-only]
 Needs (unless --sotto-only): pip install faster-whisper llama-cpp-python piper-tts
@@ -88,6 +89,9 @@ def run_sotto(parts: list[Path], tmp: Path, gap_s: float, threads: int) -> tuple
     if r.returncode != 0:
         raise SystemExit(f"sotto agent failed:\n{r.stderr}")
     peak_kib = int(r.stderr.strip().splitlines()[-1])
+    for line in r.stderr.splitlines():
+        if line.startswith("speculation: "):
+            (tmp / "speculation.json").write_text(line[len("speculation: "):])
     return [json.loads(line) for line in metrics.open()], peak_kib
 
 
@@ -150,19 +154,18 @@ def main() -> None:
               f"peak RSS {peak_kib / 1024:.0f} MiB; {args.threads} threads")
         for t in answered:
             print(f"  {t['transcript']!r} -> {t['reply'][:70]!r}")
-        # From the VAD's end of the utterance, like the Python pipeline's start.
-        rel = lambda t, k: t["latency"][k] - t["latency"]["vad_end_ms"]  # noqa: E731
-        keys = ["transcript_ms", "first_token_ms", "first_clause_ms", "first_audio_ms"]
+        # sotto: from the last word (end-pointing included).
+        rel = lambda t, k: t["latency"][k]  # noqa: E731
+        keys = ["vad_end_ms", "transcript_ms", "first_token_ms", "first_clause_ms", "first_audio_ms"]
         p_turns = [] if args.sotto_only else run_python(parts, args.threads)
-        hang = statistics.median(t["latency"]["vad_end_ms"] for t in answered)
-        print(f"\nms after the utterance is end-pointed (add sotto's VAD hangover, {hang:.0f} ms, "
-              "for end of speech)")
+        print("\nms: sotto from the last word (end-pointing included); python from the end of its "
+              "already cut input (no end-pointing)")
         print(f"{'step':18} {'sotto median':>13} {'p90':>6} {'python median':>14} {'p90':>6} "
               f"{'ratio':>6}")
         for k in keys:
             s = [rel(t, k) for t in answered if t["latency"].get(k) is not None]
             line = f"{k:18} {statistics.median(s):13.0f} {pct(s, 0.9):6.0f}"
-            if p_turns:
+            if p_turns and k in p_turns[0]:
                 p = [t[k] for t in p_turns if t[k] is not None]
                 line += (f" {statistics.median(p):14.0f} {pct(p, 0.9):6.0f}"
                          f" {statistics.median(p) / statistics.median(s):6.2f}")
@@ -173,6 +176,9 @@ def main() -> None:
                 f"{k} {rel(answered[0], k):.0f} vs {rel(answered[9], k):.0f}" for k in keys
                 if answered[0]["latency"].get(k) is not None
                 and answered[9]["latency"].get(k) is not None))
+        spec = json.loads((tmp / "speculation.json").read_text()) if (tmp / "speculation.json").exists() else None
+        if spec:
+            print(f"speculation: {spec}")
         print(f"\nsotto stages (ms)  {'median':>8} {'p90':>6}")
         for k in ["stt_ms", "llm_prefill_ms", "tts_first_clause_ms"]:
             v = [t["stages"][k] for t in answered if t["stages"].get(k) is not None]

@@ -26,14 +26,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select};
 
 use crate::commands::ActionLog;
-use crate::pipeline::listen::{Hooks, ListenError, ListenOptions, Listener};
+use crate::pipeline::listen::{
+    Hooks, ListenError, ListenEvent, ListenOptions, Listener, SnapshotKind,
+};
 use crate::pipeline::transcribe::{self, Progress};
 use crate::pipeline::{LiveTurn, act, play, respond, spawn, speak};
 use crate::playback::PlaybackError;
 
 pub use crate::pipeline::StageError;
 pub use crate::pipeline::coordinator::{
-    Cmd, Coordinator, Event, Latency, Settings, StageTimes, State, TurnOutcome, TurnRecord,
+    Cmd, Coordinator, Event, Latency, Settings, SpeculationStats, StageTimes, State, TurnOutcome,
+    TurnRecord,
 };
 pub use crate::pipeline::play::OutputFactory;
 pub use crate::pipeline::respond::{ReplyStats, Responder};
@@ -69,6 +72,7 @@ pub struct Stages {
 pub struct Summary {
     pub turns: Vec<TurnRecord>,
     pub dropped_samples: u64,
+    pub speculation: SpeculationStats,
 }
 
 fn failed(stage: &'static str) -> impl FnOnce(StageError) -> AgentError {
@@ -78,7 +82,7 @@ fn failed(stage: &'static str) -> impl FnOnce(StageError) -> AgentError {
 /// Runs the agent until the input ends, `stop` is set, or `settings.max_turns` turns are done.
 /// `on_turn` is called on this thread for every finished turn.
 pub fn run(
-    listen: ListenOptions,
+    mut listen: ListenOptions,
     stages: Stages,
     settings: Settings,
     stop: Arc<AtomicBool>,
@@ -87,16 +91,19 @@ pub fn run(
     let started = Instant::now();
     let live = Arc::new(LiveTurn::default());
     let mute = Arc::new(AtomicBool::new(false));
-    // Speech onsets: drop when full (only the first of a burst matters).
-    let (speech_tx, speech_rx) = bounded::<Instant>(4);
+    // The agent works ahead on pauses.
+    listen.speculate = true;
+    // Speech onsets, pauses, resumptions: drop when full (the listener never waits).
+    let (listen_tx, listen_rx) = bounded::<ListenEvent>(16);
     let listener = Listener::start(
         &listen,
         stop.clone(),
         Hooks {
             mute: Some(mute.clone()),
-            speech_started: Some(speech_tx),
+            events: Some(listen_tx),
         },
     )?;
+    let end_now = listener.end_now.clone();
     // Events: block when full; the coordinator always drains them. After it quits the
     // receiver is gone and every send fails, which the workers take as "stop".
     let (ev_tx, ev_rx) = bounded::<Event>(256);
@@ -120,30 +127,45 @@ pub fn run(
 
     let stt: JoinHandle<Result<(), AgentError>> = {
         let utterances = listener.utterances.clone();
+        let snapshots = listener.snapshots.clone();
         let cancelled = listener.cancelled_through.clone();
         let ev = ev_tx.clone();
         spawn("stt", move || {
-            let r = transcribe::run(&mut *transcriber, &utterances, &cancelled, |p| match p {
-                Progress::Started {
-                    turn,
-                    ended_at,
-                    last_voiced_at,
-                } => ev
-                    .send(Event::UtteranceEnded {
+            let r = transcribe::run(
+                &mut *transcriber,
+                &utterances,
+                &snapshots,
+                &cancelled,
+                |p| match p {
+                    Progress::Speculated(s) if s.kind == SnapshotKind::Pause => ev
+                        .send(Event::Speculated {
+                            turn: s.turn,
+                            text: s.text,
+                            stt_ms: s.took.as_millis() as u64,
+                        })
+                        .is_ok(),
+                    Progress::Speculated(_) => true,
+                    Progress::Started {
                         turn,
                         ended_at,
                         last_voiced_at,
-                    })
-                    .is_ok(),
-                Progress::Done(t) => ev
-                    .send(Event::Transcript {
-                        turn: t.heard.turn,
-                        text: t.text,
-                        at: t.at,
-                        stt_ms: t.took.as_millis() as u64,
-                    })
-                    .is_ok(),
-            });
+                    } => ev
+                        .send(Event::UtteranceEnded {
+                            turn,
+                            ended_at,
+                            last_voiced_at,
+                        })
+                        .is_ok(),
+                    Progress::Done(t) => ev
+                        .send(Event::Transcript {
+                            turn: t.heard.turn,
+                            text: t.text,
+                            at: t.at,
+                            stt_ms: t.took.as_millis() as u64,
+                        })
+                        .is_ok(),
+                },
+            );
             match r {
                 Ok(_) => {
                     let _ = ev.send(Event::InputEnded);
@@ -208,14 +230,16 @@ pub fn run(
     let mut coordinator = Coordinator::new(settings.clone(), started);
     let mut summary = Summary::default();
     let mut quit = false;
-    let mut speech_rx = speech_rx;
+    let mut listen_rx = listen_rx;
     while !quit {
         let event = select! {
-            recv(speech_rx) -> at => match at {
-                Ok(at) => Some(Event::SpeechStarted { at }),
+            recv(listen_rx) -> heard => match heard {
+                Ok(ListenEvent::SpeechStarted { at }) => Some(Event::SpeechStarted { at }),
+                Ok(ListenEvent::Paused { turn, last_voiced_at }) => Some(Event::Paused { turn, last_voiced_at }),
+                Ok(ListenEvent::Resumed { turn, .. }) => Some(Event::Resumed { turn }),
                 // The listener has finished; the events channel tells the rest.
                 Err(_) => {
-                    speech_rx = crossbeam_channel::never();
+                    listen_rx = crossbeam_channel::never();
                     None
                 }
             },
@@ -262,6 +286,15 @@ pub fn run(
                 }
                 Cmd::ResumeReply { turn } => {
                     let _ = resume_tx.try_send(turn);
+                }
+                Cmd::EndUtterance { turn } => {
+                    let _ = end_now.try_send(turn);
+                }
+                Cmd::Prefill { turn, text } => {
+                    let _ = llm_tx.send(respond::Job::Prefill { turn, text });
+                }
+                Cmd::Discard { turn } => {
+                    let _ = llm_tx.send(respond::Job::Discard { turn });
                 }
                 Cmd::Say { turn, text } => {
                     let _ = tts_tx.send(speak::Job::Speak {
@@ -310,7 +343,8 @@ pub fn run(
     stop.store(true, Ordering::SeqCst);
     drop((llm_tx, tts_tx, stop_tx, act_tx, resume_tx));
     drop(ev_rx);
-    drop(speech_rx);
+    drop(listen_rx);
+    drop(end_now);
     let join = |name: &'static str, h: JoinHandle<Result<(), AgentError>>| {
         h.join().map_err(|_| AgentError::Panicked(name))?
     };
@@ -322,6 +356,7 @@ pub fn run(
         join("actions", actions),
     ];
     summary.dropped_samples = listener.finish()?.dropped_samples;
+    summary.speculation = coordinator.speculation_stats.clone();
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(summary)
 }

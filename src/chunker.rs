@@ -9,6 +9,19 @@
 
 /// Words the first chunk needs before a comma may end it.
 const FIRST_CLAUSE_MIN_WORDS: usize = 3;
+/// Without a comma, the first chunk ends at a word boundary after this many words (not on a
+/// word that leaves it hanging): the voice can start on the first few words while the model
+/// writes the rest.
+const FIRST_CHUNK_WORDS: std::ops::RangeInclusive<usize> = 4..=6;
+
+/// Words that leave a phrase hanging ("…of", "…the"): a chunk does not end on one, and a
+/// transcript that ends on one is not a finished turn.
+pub const DANGLING: &[&str] = &[
+    "and", "or", "but", "so", "because", "the", "a", "an", "to", "of", "for", "with", "in", "on",
+    "at", "from", "by", "my", "your", "his", "her", "their", "our", "its", "is", "are", "was",
+    "were", "um", "uh", "er", "erm", "then", "if", "that", "which", "who", "like", "than", "plus",
+    "minus", "times", "about", "as", "not", "no", "very",
+];
 /// Words after which a later chunk may end at a comma.
 const LONG_CHUNK_WORDS: usize = 18;
 /// Hard cut for text with no punctuation at all.
@@ -98,8 +111,25 @@ impl Chunker {
             if words_here >= MAX_WORDS && c.is_alphanumeric() {
                 return Some(after);
             }
+            if !self.emitted_any
+                && FIRST_CHUNK_WORDS.contains(&words_here)
+                && c.is_alphanumeric()
+                && !self.ends_on_dangling_word(i + c.len_utf8())
+            {
+                return Some(after);
+            }
         }
         None
+    }
+
+    /// Whether the word ending at byte `end` of `pending` leaves the phrase hanging.
+    fn ends_on_dangling_word(&self, end: usize) -> bool {
+        let word = self.pending[..end]
+            .rsplit(char::is_whitespace)
+            .next()
+            .unwrap_or("")
+            .to_lowercase();
+        DANGLING.contains(&word.as_str())
     }
 
     /// Whether the '.' at byte `i` ends a sentence (not an abbreviation, a list number or an
@@ -147,17 +177,37 @@ mod tests {
 
     #[test]
     fn first_clause_goes_out_early() {
+        // At a comma after three words…
         let mut c = Chunker::new();
-        assert!(c.push("Sure, the capital of France").is_empty());
-        let first = c.push(" is Paris, a city on the Seine");
-        assert_eq!(first, vec!["Sure, the capital of France is Paris,"]);
+        assert_eq!(c.push("Yes it is, the"), vec!["Yes it is,"]);
+        // …or after four to six words at a word that does not leave it hanging.
+        let mut c = Chunker::new();
+        assert!(c.push("The capital of").is_empty());
+        assert!(
+            c.push(" France").is_empty(),
+            "a word is complete only at the next space"
+        );
+        assert_eq!(c.push(" is Paris"), vec!["The capital of France"]);
+        let mut c = Chunker::new();
+        assert_eq!(
+            chunks_of(&mut c, "It is one of the most beautiful cities"),
+            vec!["It is one of the most"],
+            "\"of\" and \"the\" leave it hanging; six words is the longest wait"
+        );
+    }
+
+    fn chunks_of(c: &mut Chunker, text: &str) -> Vec<String> {
+        text.split_inclusive(' ').flat_map(|w| c.push(w)).collect()
     }
 
     #[test]
     fn sentences_split_but_abbreviations_do_not() {
         assert_eq!(
-            chunks("Dr. Smith met Mrs. Jones at 5 p.m. today. They talked, e.g. about tea. Fine!"),
+            chunks(
+                "Hello there. Dr. Smith met Mrs. Jones at 5 p.m. today. They talked, e.g. about tea. Fine!"
+            ),
             vec![
+                "Hello there.",
                 "Dr. Smith met Mrs. Jones at 5 p.m. today.",
                 "They talked, e.g. about tea.",
                 "Fine!"
@@ -168,9 +218,10 @@ mod tests {
     #[test]
     fn decimals_and_thousands_stay_whole() {
         assert_eq!(
-            chunks("Pi is about 3.14159 and the price is 1,299.99 dollars. Done."),
+            chunks("So, pi is about 3.14159 and the price is 1,299.99 dollars. Done."),
             vec![
-                "Pi is about 3.14159 and the price is 1,299.99 dollars.",
+                "So, pi is about 3.14159",
+                "and the price is 1,299.99 dollars.",
                 "Done."
             ]
         );

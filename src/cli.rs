@@ -88,9 +88,13 @@ pub struct DictateArgs {
     /// With --input: as fast as the pipeline takes it.
     #[arg(long, requires = "input")]
     pub fast: bool,
-    /// One JSON object per utterance (text, start, end, latency_ms).
+    /// One JSON object per utterance (kind, text, start, end, latency_ms, split).
     #[arg(long)]
     pub jsonl: bool,
+    /// Also report the text of each utterance while it is spoken, as it grows: JSON lines of
+    /// kind "partial" with --jsonl, else lines on stderr.
+    #[arg(long)]
+    pub partials: bool,
     /// Also append each utterance to this file.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -1099,7 +1103,10 @@ fn dictate(
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let reverify = Reverify::start(&pass, Some(stop.clone()));
 
-    let listen = settings.listen_options(input, args.fast);
+    let mut listen = settings.listen_options(input, args.fast);
+    if args.partials {
+        listen.partials_every = Some(std::time::Duration::from_secs(1));
+    }
     let transcriber = Box::new(crate::pipeline::transcribe::Whisper {
         stt,
         opts: SttOptions {
@@ -1111,6 +1118,16 @@ fn dictate(
     let mut append = open_append(args.output.as_deref())?;
     let mut write_error = None;
     let stats = crate::dictation::run(listen, transcriber, stop, |t| {
+        if t.kind == crate::dictation::Kind::Partial {
+            if args.jsonl {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{}", serde_json::to_string(t).unwrap_or_default());
+                let _ = stdout.flush();
+            } else {
+                eprintln!("… {}", t.text);
+            }
+            return;
+        }
         let line = if args.jsonl {
             serde_json::to_string(t).unwrap_or_default()
         } else {
@@ -1341,6 +1358,12 @@ fn agent(
             summary.dropped_samples
         );
     }
+    if args.metrics.is_some() {
+        eprintln!(
+            "speculation: {}",
+            serde_json::to_string(&summary.speculation).unwrap_or_default()
+        );
+    }
     if let Some(out) = &args.output {
         eprintln!("wrote {}", out.display());
     }
@@ -1409,6 +1432,7 @@ fn describe_turn(t: &crate::agent::TurnRecord) -> String {
         step("first token", l.first_token_ms),
         step("first clause", l.first_clause_ms),
         step("first audio", l.first_audio_ms),
+        step("action", l.action_ms),
     ]
     .into_iter()
     .flatten()
@@ -1434,5 +1458,5 @@ fn describe_turn(t: &crate::agent::TurnRecord) -> String {
                 .unwrap_or_default()
         ),
     };
-    format!("{what} after the end of speech: {}", steps.join(", "))
+    format!("{what} after the last word: {}", steps.join(", "))
 }

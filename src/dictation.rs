@@ -1,8 +1,15 @@
 //! Dictation: each utterance from the microphone (or a WAV) becomes text, as soon as it ends.
 //!
 //! ```text
-//! listen ─utterances─▶ "stt" ─transcripts─▶ the caller (this thread)
+//! listen ─utterances, snapshots─▶ "stt" ─transcripts─▶ the caller (this thread)
+//!    ▲                              │
+//!    └──── end now (a plainly complete pause) ◀──┘
 //! ```
+//!
+//! When the speaker pauses, what was said so far is transcribed at once; if it is plainly a
+//! finished sentence ([`plainly_complete`]), the utterance ends there instead of after the
+//! full hangover, and that transcript is the final one (same audio, no second pass). With
+//! `partials`, the text of the utterance in progress is also reported as it grows.
 //!
 //! Shutdown: `stop` (Ctrl-C) ends the source; the listener ends the utterance in progress and
 //! the transcriber finishes what it has. Nothing said before Ctrl-C is lost. Every thread is
@@ -15,13 +22,16 @@ use std::thread::JoinHandle;
 use crossbeam_channel::bounded;
 use serde::Serialize;
 
-use crate::pipeline::listen::{Hooks, ListenError, ListenOptions, Listener};
+use crate::pipeline::coordinator::plainly_complete;
+use crate::pipeline::listen::{Hooks, ListenError, ListenOptions, Listener, SnapshotKind};
 use crate::pipeline::transcribe::{self, Progress, Transcriber};
 use crate::pipeline::{StageError, spawn};
 
-/// One recognised utterance, as dictation prints it.
+/// One recognised utterance (or, with partials, the text so far of one in progress), as
+/// dictation prints it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Transcript {
+    pub kind: Kind,
     pub text: String,
     /// Seconds from the start of the stream.
     pub start: f64,
@@ -30,6 +40,14 @@ pub struct Transcript {
     pub latency_ms: u64,
     /// Cut at the maximum utterance length; the next transcript continues it.
     pub split: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The text of an utterance still going on; a later partial or its final replaces it.
+    Partial,
+    Final,
 }
 
 /// Counters reported at the end.
@@ -53,51 +71,78 @@ pub enum DictationError {
 /// Runs dictation until the input ends or `stop` is set, calling `on_transcript` on the
 /// calling thread for each utterance with words in it, as soon as it is recognised.
 pub fn run(
-    listen: ListenOptions,
+    mut listen: ListenOptions,
     mut transcriber: Box<dyn Transcriber>,
     stop: Arc<AtomicBool>,
     mut on_transcript: impl FnMut(&Transcript),
 ) -> Result<DictationStats, DictationError> {
+    listen.speculate = listen.ptt.is_none();
     let listener = Listener::start(&listen, stop, Hooks::default())?;
+    let end_now = listener.end_now.clone();
 
     // Transcripts: block when full; the caller prints them as they come.
     let (text_tx, text_rx) = bounded::<Transcript>(16);
     let stt: JoinHandle<Result<usize, StageError>> = {
         let utterances = listener.utterances.clone();
+        let snapshots = listener.snapshots.clone();
         let cancelled = listener.cancelled_through.clone();
         spawn("stt", move || {
-            transcribe::run(&mut *transcriber, &utterances, &cancelled, |p| match p {
-                Progress::Started { .. } => true,
-                Progress::Done(t) if t.text.trim().is_empty() => true,
-                Progress::Done(t) => {
-                    let u = &t.heard.utterance;
-                    text_tx
-                        .send(Transcript {
-                            start: u.start.as_secs_f64(),
-                            end: u.end.as_secs_f64(),
-                            latency_ms: t
-                                .at
-                                .saturating_duration_since(t.heard.last_voiced_at)
-                                .as_millis() as u64,
-                            split: u.split,
-                            text: t.text,
-                        })
-                        .is_ok()
-                }
-            })
+            transcribe::run(
+                &mut *transcriber,
+                &utterances,
+                &snapshots,
+                &cancelled,
+                |p| match p {
+                    Progress::Started { .. } => true,
+                    Progress::Speculated(s) => {
+                        if s.kind == SnapshotKind::Pause && plainly_complete(&s.text) {
+                            let _ = end_now.try_send(s.turn);
+                        }
+                        if s.kind == SnapshotKind::Partial && !s.text.trim().is_empty() {
+                            let partial = Transcript {
+                                kind: Kind::Partial,
+                                start: s.start.as_secs_f64(),
+                                end: s.last_voiced.as_secs_f64(),
+                                latency_ms: 0,
+                                split: false,
+                                text: s.text,
+                            };
+                            return text_tx.send(partial).is_ok();
+                        }
+                        true
+                    }
+                    Progress::Done(t) if t.text.trim().is_empty() => true,
+                    Progress::Done(t) => {
+                        let u = &t.heard.utterance;
+                        text_tx
+                            .send(Transcript {
+                                kind: Kind::Final,
+                                start: u.start.as_secs_f64(),
+                                end: u.end.as_secs_f64(),
+                                latency_ms: t
+                                    .at
+                                    .saturating_duration_since(t.heard.last_voiced_at)
+                                    .as_millis() as u64,
+                                split: u.split,
+                                text: t.text,
+                            })
+                            .is_ok()
+                    }
+                },
+            )
         })
     };
 
     for t in text_rx.iter() {
         on_transcript(&t);
     }
-    let utterances = stt
+    let finals = stt
         .join()
         .map_err(|_| DictationError::Panicked("stt"))?
         .map_err(DictationError::Stt)?;
     let stats = listener.finish()?;
     Ok(DictationStats {
-        utterances,
+        utterances: finals,
         dropped_samples: stats.dropped_samples,
         captured_samples: stats.captured_samples,
     })

@@ -450,6 +450,8 @@ impl Settings {
             },
             ptt: l.ptt,
             ptt_key: l.ptt_key.clone(),
+            speculate: false,
+            partials_every: None,
         }
     }
 }

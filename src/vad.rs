@@ -104,6 +104,9 @@ pub fn frame_db(frame: &[f32]) -> f32 {
 #[derive(Clone, Debug)]
 pub struct SegmenterConfig {
     pub onset_frames: usize,
+    /// Silence within an utterance that counts as a pause: where speculative work starts
+    /// (the utterance may be over; the hangover decides if nothing else does).
+    pub pause_frames: usize,
     pub hangover_frames: usize,
     pub pre_roll_frames: usize,
     pub max_utterance_frames: usize,
@@ -114,6 +117,7 @@ impl Default for SegmenterConfig {
         let frames = |d: Duration| (d.as_millis() as usize).div_ceil(FRAME_MS as usize);
         Self {
             onset_frames: 3,
+            pause_frames: frames(Duration::from_millis(200)),
             hangover_frames: frames(Duration::from_millis(600)),
             pre_roll_frames: frames(Duration::from_millis(300)),
             max_utterance_frames: frames(Duration::from_secs(25)),
@@ -151,6 +155,24 @@ pub struct Segmenter {
     start_frame: usize,
     /// Frames seen up to and including the last voiced frame.
     last_voiced_frame: usize,
+    /// A pause or its end, since the caller last asked ([`Segmenter::take_pause_change`]).
+    pause_change: Option<PauseChange>,
+    paused: bool,
+}
+
+/// An utterance in progress, so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SoFar {
+    pub samples: Vec<f32>,
+    pub start: Duration,
+    pub last_voiced: Duration,
+}
+
+/// Silence inside an utterance began to count as a pause, or speech came back after one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseChange {
+    Paused,
+    Resumed,
 }
 
 impl Segmenter {
@@ -165,7 +187,46 @@ impl Segmenter {
             frames_seen: 0,
             start_frame: 0,
             last_voiced_frame: 0,
+            pause_change: None,
+            paused: false,
         }
+    }
+
+    /// The pause change the last frames brought, once.
+    pub fn take_pause_change(&mut self) -> Option<PauseChange> {
+        self.pause_change.take()
+    }
+
+    /// The utterance in progress so far, up to a little after its last voiced frame (what a
+    /// speculative transcription hears), with the stream offsets of its start and of its last
+    /// voiced frame.
+    pub fn so_far(&self) -> Option<SoFar> {
+        if !self.in_speech || self.current.is_empty() {
+            return None;
+        }
+        let voiced = self.last_voiced_frame.saturating_sub(self.start_frame);
+        let keep = (voiced + self.cfg.hangover_frames.min(5)).min(self.current.len());
+        let samples = self.current[..keep]
+            .iter()
+            .flat_map(|(f, _)| f.iter().copied())
+            .collect();
+        let at = |frame: usize| Duration::from_millis((frame * FRAME_MS as usize) as u64);
+        Some(SoFar {
+            samples,
+            start: at(self.start_frame),
+            last_voiced: at(self.last_voiced_frame),
+        })
+    }
+
+    /// Ends the utterance in progress now, as the hangover would have (a listener decided the
+    /// pause is the end). None when no utterance is in progress or speech is going on.
+    pub fn end_now(&mut self) -> Option<Utterance> {
+        if !self.in_speech || self.silence_run == 0 {
+            return None;
+        }
+        let keep = self.current.len() - self.silence_run + self.silence_run.min(5);
+        self.current.truncate(keep);
+        self.finish(false)
     }
 
     pub fn in_speech(&self) -> bool {
@@ -196,6 +257,15 @@ impl Segmenter {
         }
         self.current.push((frame.to_vec(), db));
         self.silence_run = if speech { 0 } else { self.silence_run + 1 };
+        if self.silence_run == self.cfg.pause_frames
+            && self.cfg.pause_frames < self.cfg.hangover_frames
+        {
+            self.paused = true;
+            self.pause_change = Some(PauseChange::Paused);
+        } else if speech && self.paused {
+            self.paused = false;
+            self.pause_change = Some(PauseChange::Resumed);
+        }
         if self.silence_run >= self.cfg.hangover_frames {
             // Keep a little of the trailing silence, drop the rest.
             let keep = self.current.len() - self.silence_run + self.cfg.hangover_frames.min(5);
@@ -220,6 +290,8 @@ impl Segmenter {
     fn finish(&mut self, split: bool) -> Option<Utterance> {
         let frames = std::mem::take(&mut self.current);
         self.in_speech = split;
+        self.paused = false;
+        self.pause_change = None;
         self.speech_run = 0;
         self.silence_run = 0;
         let n = frames.len();
@@ -317,6 +389,51 @@ mod tests {
             u[0].start,
             Duration::from_millis(((50 - pre) * FRAME_MS as usize) as u64)
         );
+    }
+
+    #[test]
+    fn a_pause_is_reported_then_its_resumption_and_the_utterance_stays_whole() {
+        let cfg = SegmenterConfig::default();
+        let (pause, hang) = (cfg.pause_frames, cfg.hangover_frames);
+        let mut seg = Segmenter::new(cfg);
+        let mut changes = Vec::new();
+        let mut out = Vec::new();
+        for (speech, n) in [
+            (true, 20),
+            (false, pause + 2),
+            (true, 10),
+            (false, hang + 1),
+        ] {
+            for _ in 0..n {
+                out.extend(seg.push(&frame(if speech { 0.5 } else { 0.001 }), speech));
+                changes.extend(seg.take_pause_change());
+            }
+        }
+        use PauseChange::*;
+        assert_eq!(changes, vec![Paused, Resumed, Paused]);
+        assert_eq!(out.len(), 1, "one utterance across the pause");
+    }
+
+    #[test]
+    fn ending_now_in_a_pause_gives_what_was_said_and_its_last_voiced_frame() {
+        let mut seg = Segmenter::new(SegmenterConfig::default());
+        for _ in 0..20 {
+            assert!(seg.push(&frame(0.5), true).is_none());
+        }
+        assert!(seg.end_now().is_none(), "not while speech goes on");
+        for _ in 0..8 {
+            assert!(seg.push(&frame(0.001), false).is_none());
+        }
+        let so_far = seg.so_far().unwrap();
+        let u = seg.end_now().unwrap();
+        assert_eq!(u.last_voiced, so_far.last_voiced);
+        assert_eq!(u.start, so_far.start);
+        assert_eq!(u.last_voiced, Duration::from_millis(20 * FRAME_MS as u64));
+        assert_eq!(
+            u.samples, so_far.samples,
+            "the speculation heard what the final pass hears"
+        );
+        assert!(seg.so_far().is_none());
     }
 
     #[test]

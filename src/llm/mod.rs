@@ -119,6 +119,21 @@ pub struct Reply {
     pub first_token: Duration,
 }
 
+/// A message put in the context ahead of its reply, with what it takes to take it back.
+struct Prepared {
+    user: String,
+    history_before: Vec<Message>,
+    cached_before: Vec<u32>,
+    cached_text_before: String,
+    /// Prompt tokens that were in the cache already.
+    reuse: usize,
+    prompt: Vec<u32>,
+    rendered: String,
+    /// The model's logits after the prompt's last token.
+    logits: Vec<f32>,
+    prefill: Duration,
+}
+
 /// The result of [`Llm::perplexity`].
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Perplexity {
@@ -150,6 +165,8 @@ pub struct Llm {
     /// that starts with this text only needs its remainder encoded and prefilled (re-encoding
     /// the whole conversation could tokenize the reply differently from how it was generated).
     cached_text: String,
+    /// A message prefilled ahead of its reply ([`Llm::prefill`]).
+    prepared: Option<Prepared>,
     pub model_path: PathBuf,
 }
 
@@ -222,6 +239,7 @@ impl Llm {
             history: Vec::new(),
             cached: Vec::new(),
             cached_text: String::new(),
+            prepared: None,
             model_path: gguf_path.to_path_buf(),
         })
     }
@@ -317,6 +335,7 @@ impl Llm {
     }
 
     fn forget_cache(&mut self) {
+        self.prepared = None;
         self.cached.clear();
         self.cached_text.clear();
         self.model.truncate(0);
@@ -427,34 +446,56 @@ impl Llm {
             .map_err(LlmError::Tokenize)
     }
 
-    /// Adds the user's message, generates the reply (streamed to `on_text`), and keeps both
-    /// in the conversation. A cancelled reply is kept as far as it got.
-    pub fn respond(
-        &mut self,
-        user: &str,
-        params: &GenParams,
-        cancel: &AtomicBool,
-        mut on_text: impl FnMut(&str),
-    ) -> Result<Reply, LlmError> {
+    /// Puts the user's message in the model's context ahead of time (speculation: the
+    /// speaker paused and may be done). A [`Llm::respond`] to the same message then starts
+    /// generating at once; any other call takes the message back out first.
+    pub fn prefill(&mut self, user: &str, max_tokens: usize) -> Result<Duration, LlmError> {
+        self.discard_prefill();
+        let p = self.prepare(user, max_tokens)?;
+        let took = p.prefill;
+        self.prepared = Some(p);
+        Ok(took)
+    }
+
+    /// Takes a prefilled message back out, as if it had never been prefilled.
+    pub fn discard_prefill(&mut self) {
+        if let Some(p) = self.prepared.take() {
+            self.history = p.history_before;
+            if p.reuse > 0 {
+                self.model.truncate(p.reuse);
+                self.cached = p.cached_before;
+                self.cached_text = p.cached_text_before;
+            } else {
+                self.forget_cache();
+            }
+        }
+    }
+
+    /// Adds the user's message to the conversation and runs the prompt's new tokens through
+    /// the model, keeping the prompt plus `max_tokens` inside the context (oldest turns go).
+    fn prepare(&mut self, user: &str, max_tokens: usize) -> Result<Prepared, LlmError> {
+        let t0 = Instant::now();
+        let history_before = self.history.clone();
+        let cached_before = self.cached.clone();
+        let cached_text_before = self.cached_text.clone();
         self.history.push(Message {
             role: "user".into(),
             content: user.to_string(),
         });
         // Keep the prompt plus the reply inside the context: drop the oldest turns.
-        let budget = self.context_tokens.saturating_sub(params.max_tokens.max(1));
+        let budget = self.context_tokens.saturating_sub(max_tokens.max(1));
         let mut prompt = self.encode(&self.render(&self.history)?)?;
         while prompt.len() > budget && self.history.len() > 1 {
             self.history.drain(..self.history.len().min(2) - 1);
             prompt = self.encode(&self.render(&self.history)?)?;
         }
         if prompt.len() > budget {
-            self.history.pop();
+            self.history = history_before;
             return Err(LlmError::PromptTooLong {
                 tokens: prompt.len(),
                 context: budget,
             });
         }
-        let t0 = Instant::now();
         let rendered = self.render(&self.history)?;
         // Reuse the KV cache when the conversation only grew since it was filled.
         let reuse = match rendered.strip_prefix(self.cached_text.as_str()) {
@@ -469,10 +510,52 @@ impl Llm {
             }
         };
         self.model.truncate(reuse);
-        let mut logits = self.model.forward(&prompt[reuse..], Logits::Last).to_vec();
+        let logits = self.model.forward(&prompt[reuse..], Logits::Last).to_vec();
         self.cached = prompt.clone();
-        let prefill = t0.elapsed();
+        self.cached_text = rendered.clone();
+        Ok(Prepared {
+            user: user.to_string(),
+            history_before,
+            cached_before,
+            cached_text_before,
+            reuse,
+            prompt,
+            rendered,
+            logits,
+            prefill: t0.elapsed(),
+        })
+    }
 
+    /// Adds the user's message, generates the reply (streamed to `on_text`), and keeps both
+    /// in the conversation. A cancelled reply is kept as far as it got.
+    pub fn respond(
+        &mut self,
+        user: &str,
+        params: &GenParams,
+        cancel: &AtomicBool,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Reply, LlmError> {
+        let t0 = Instant::now();
+        let (p, prefill) = match self.prepared.take() {
+            // The speculation was right: the prompt is in the cache already.
+            Some(p) if p.user == user => (p, Duration::ZERO),
+            other => {
+                if let Some(p) = other {
+                    self.prepared = Some(p);
+                    self.discard_prefill();
+                }
+                let p = self.prepare(user, params.max_tokens)?;
+                let took = p.prefill;
+                (p, took)
+            }
+        };
+        let Prepared {
+            reuse,
+            prompt,
+            rendered,
+            mut logits,
+            ..
+        } = p;
         let mut sampler = Sampler::new(params);
         let mut out_ids: Vec<u32> = Vec::new();
         let mut detok = Detokenizer::default();

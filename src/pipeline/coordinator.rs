@@ -81,6 +81,26 @@ pub enum Event {
         at: Instant,
         stt_ms: u64,
     },
+    /// Silence inside the utterance that will be `turn` became a pause.
+    Paused {
+        turn: TurnId,
+        last_voiced_at: Instant,
+    },
+    /// Speech came back after the pause: what was started on it is void.
+    Resumed {
+        turn: TurnId,
+    },
+    /// The utterance in progress, transcribed up to its pause.
+    Speculated {
+        turn: TurnId,
+        text: String,
+        stt_ms: u64,
+    },
+    /// A voice command's action started (the action log has it on disk).
+    ActionStarted {
+        turn: TurnId,
+        at: Instant,
+    },
     Routed {
         turn: TurnId,
         choice: Option<Invocation>,
@@ -144,6 +164,20 @@ pub enum Cmd {
     ResumeReply {
         turn: TurnId,
     },
+    /// The pause is the end of the turn: the listener ends the utterance now.
+    EndUtterance {
+        turn: TurnId,
+    },
+    /// Speculation: put this request in the model's context while the pause lasts (nothing
+    /// is generated, spoken or run).
+    Prefill {
+        turn: TurnId,
+        text: String,
+    },
+    /// The speculation on this turn is void: the model forgets the prefilled request.
+    Discard {
+        turn: TurnId,
+    },
     Route {
         turn: TurnId,
         text: String,
@@ -178,6 +212,9 @@ pub struct Latency {
     pub first_token_ms: Option<u64>,
     pub first_clause_ms: Option<u64>,
     pub first_audio_ms: Option<u64>,
+    /// A voice command: when its action started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action_ms: Option<u64>,
 }
 
 /// Time spent in each stage.
@@ -275,6 +312,97 @@ pub struct Coordinator {
     finished: usize,
     input_ended: bool,
     quitting: bool,
+    /// Work started on a pause of the utterance in progress.
+    speculation: Option<Speculation>,
+    pub speculation_stats: SpeculationStats,
+}
+
+/// What was started on a pause.
+struct Speculation {
+    turn: TurnId,
+    /// The transcript of the utterance up to its pause.
+    transcript: String,
+    /// The request prefilled into the model, if one was.
+    prefilled: Option<String>,
+}
+
+/// How speculation went over a session.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SpeculationStats {
+    /// Pauses transcribed.
+    pub pauses: usize,
+    /// Turns ended at their pause (plainly complete).
+    pub ended_early: usize,
+    /// Requests prefilled into the model on a pause.
+    pub prefilled: usize,
+    /// Speculations voided (speech went on, or the final transcript differed).
+    pub discarded: usize,
+    /// Final transcripts equal to their pause's (the speculation was right).
+    pub confirmed: usize,
+    /// Transcription time spent on pauses.
+    pub stt_ms: u64,
+}
+
+const NUMBER_WORDS: &[&str] = &[
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+    "hundred",
+    "thousand",
+    "million",
+    "point",
+    "oh",
+];
+
+/// A yes or no is complete as soon as it is said ("Yes." / "No, don't.").
+fn plainly_complete_reply(text: &str) -> bool {
+    let t = text.trim();
+    !t.is_empty() && !t.ends_with("..") && !t.ends_with('…')
+}
+
+/// Whether a transcript is plainly a finished turn: a question, or a sentence that ends with
+/// a full stop or an exclamation and not on a word that leaves it hanging ("and", "the",
+/// "so"…) nor on a number (someone dictating digits pauses between them). Anything else keeps
+/// the full hangover.
+pub fn plainly_complete(text: &str) -> bool {
+    let t = text.trim();
+    if t.ends_with('?') {
+        return true;
+    }
+    if !(t.ends_with('.') || t.ends_with('!')) || t.ends_with("..") || t.ends_with('…') {
+        return false;
+    }
+    let words = commands::normalise(t);
+    let Some(last) = words.last() else {
+        return false;
+    };
+    let numeric = last.chars().all(|c| c.is_ascii_digit()) || NUMBER_WORDS.contains(&last.as_str());
+    !(crate::chunker::DANGLING.contains(&last.as_str()) || numeric)
 }
 
 fn ms(from: Instant, to: Instant) -> u64 {
@@ -296,6 +424,8 @@ impl Coordinator {
             finished: 0,
             input_ended: false,
             quitting: false,
+            speculation: None,
+            speculation_stats: SpeculationStats::default(),
         }
     }
 
@@ -409,7 +539,38 @@ impl Coordinator {
                 t.record.latency.transcript_ms = Some(ms(t.end_of_speech, at));
                 t.record.stages.stt_ms = Some(stt_ms);
                 t.record.transcript = text.trim().to_string();
+                let speculation = self.speculation.take().filter(|s| s.turn == turn);
+                let first = out.len();
                 self.take_turn(turn, now, &mut out);
+                if let Some(spec) = speculation {
+                    let same = spec.transcript.trim() == text.trim();
+                    if same {
+                        self.speculation_stats.confirmed += 1;
+                    }
+                    // A prefill the turn does not answer with is forgotten.
+                    let answered_with = |c: &Cmd| matches!(c, Cmd::Respond { turn: t, text } if *t == turn && Some(text) == spec.prefilled.as_ref());
+                    if spec.prefilled.is_some() && !out[first..].iter().any(answered_with) {
+                        self.speculation_stats.discarded += 1;
+                        out.insert(first, Cmd::Discard { turn });
+                    }
+                }
+            }
+            Event::Paused { .. } => {}
+            Event::Resumed { turn } => {
+                if let Some(spec) = self.speculation.take_if(|s| s.turn == turn) {
+                    self.speculation_stats.discarded += 1;
+                    if spec.prefilled.is_some() {
+                        out.push(Cmd::Discard { turn });
+                    }
+                }
+            }
+            Event::Speculated { turn, text, stt_ms } => {
+                self.speculate(turn, text, stt_ms, now, &mut out)
+            }
+            Event::ActionStarted { turn, at } => {
+                if let Some(t) = self.turn.as_mut().filter(|t| t.id == turn) {
+                    t.record.latency.action_ms = Some(ms(t.end_of_speech, at));
+                }
             }
             Event::Routed { turn, choice } => {
                 if !self.live(turn) {
@@ -546,6 +707,76 @@ impl Coordinator {
             out.push(Cmd::Quit);
         }
         out
+    }
+
+    /// The utterance that will be `turn` paused, and this is what it said so far. Starts what
+    /// can be started without a word spoken or an action run: the model takes the request
+    /// into its context; and when the request is plainly complete, the turn ends now instead
+    /// of after the full hangover.
+    fn speculate(
+        &mut self,
+        turn: TurnId,
+        text: String,
+        stt_ms: u64,
+        now: Instant,
+        out: &mut Vec<Cmd>,
+    ) {
+        self.speculation_stats.pauses += 1;
+        self.speculation_stats.stt_ms += stt_ms;
+        // Only between turns: a reply still in progress keeps the floor.
+        if self.turn.is_some() || self.speculation.as_ref().is_some_and(|s| s.turn > turn) {
+            return;
+        }
+        if let Some(old) = self.speculation.take()
+            && old.prefilled.is_some()
+        {
+            self.speculation_stats.discarded += 1;
+            out.push(Cmd::Discard { turn: old.turn });
+        }
+        let transcript = text.trim().to_string();
+        if transcript.is_empty() {
+            return;
+        }
+        let mut request = transcript.clone();
+        if let Some(wake) = &self.settings.wake_phrase {
+            let awake = self.awake_until.is_some_and(|until| now <= until);
+            match strip_wake_phrase(&transcript, wake) {
+                Some(rest) => request = rest,
+                None if awake => {}
+                None => return,
+            }
+        }
+        let (complete, prefill) = if let Some(p) = &self.pending_confirm {
+            // An answer to "Should I…?": a clear yes or no ends the turn; nothing to prefill.
+            let answered = commands::read_reply(&request, &p.question) != commands::Reply::Other;
+            (answered && plainly_complete_reply(&request), false)
+        } else if request.is_empty() {
+            // The wake phrase alone.
+            (true, false)
+        } else {
+            match self.settings.commands.match_transcript(&request) {
+                Match::Command(_) => (true, false),
+                Match::Near(_) => (plainly_complete(&request), false),
+                Match::None => (plainly_complete(&request), true),
+            }
+        };
+        let prefilled = prefill.then(|| request.clone());
+        if let Some(text) = &prefilled {
+            self.speculation_stats.prefilled += 1;
+            out.push(Cmd::Prefill {
+                turn,
+                text: text.clone(),
+            });
+        }
+        if complete {
+            self.speculation_stats.ended_early += 1;
+            out.push(Cmd::EndUtterance { turn });
+        }
+        self.speculation = Some(Speculation {
+            turn,
+            transcript,
+            prefilled,
+        });
     }
 
     /// A transcript arrived for the live turn: decide what it is.
@@ -930,6 +1161,7 @@ confirm = true
                 first_token_ms: Some(1100),
                 first_clause_ms: Some(1300),
                 first_audio_ms: Some(1500),
+                action_ms: None,
             }
         );
         assert_eq!(c.state, State::Idle);

@@ -52,6 +52,10 @@ pub struct ListenOptions {
     pub ptt: Option<ptt::Mode>,
     /// With `ptt`: a global hotkey (see [`crate::hotkey`]), e.g. `F9` or `ctrl+alt+space`.
     pub ptt_key: Option<String>,
+    /// Send the utterance so far to the transcriber when a pause begins ([`Snapshot`]).
+    pub speculate: bool,
+    /// Send the utterance so far every this much speech (live partial transcripts).
+    pub partials_every: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,20 +93,64 @@ pub struct Heard {
     pub last_voiced_at: Instant,
 }
 
+/// What the listener tells the coordinator as it happens (never blocking: a full channel
+/// drops the notice).
+#[derive(Clone, Copy, Debug)]
+pub enum ListenEvent {
+    /// The detector heard speech begin.
+    SpeechStarted { at: Instant },
+    /// Silence inside the utterance that will be `turn` became a pause.
+    Paused {
+        turn: TurnId,
+        last_voiced_at: Instant,
+    },
+    /// Speech came back after a pause: work done on the pause is void.
+    Resumed { turn: TurnId, at: Instant },
+}
+
+/// The utterance in progress so far, sent to the transcriber while it is still going on.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The number the utterance will have.
+    pub turn: TurnId,
+    pub samples: Vec<f32>,
+    /// Stream offset of its start.
+    pub start: Duration,
+    /// Stream offset of its last voiced frame: a final utterance that ends at the same frame
+    /// holds the same audio.
+    pub last_voiced: Duration,
+    pub last_voiced_at: Instant,
+    pub kind: SnapshotKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// At a pause: the turn may be over; speculative work starts from it.
+    Pause,
+    /// While speech goes on: a live partial transcript.
+    Partial,
+}
+
 /// What the agent hooks into the front end.
 #[derive(Clone, Default)]
 pub struct Hooks {
     /// While set, the input is heard as silence: the echo guard, so sotto does not hear
     /// itself through the speakers.
     pub mute: Option<Arc<AtomicBool>>,
-    /// Told when the detector hears speech begin (never blocks: a full channel drops it).
-    pub speech_started: Option<Sender<Instant>>,
+    /// Where speech onsets, pauses and resumptions are reported.
+    pub events: Option<Sender<ListenEvent>>,
 }
 
 /// The listening half of the pipeline, running on its threads. Utterances come out of
 /// [`Listener::utterances`]; [`Listener::finish`] joins the threads.
 pub struct Listener {
     pub utterances: Receiver<Heard>,
+    /// Utterances in progress (with `speculate` or `partials_every`); older ones are dropped
+    /// when the transcriber is behind.
+    pub snapshots: Receiver<Snapshot>,
+    /// Ends the utterance that will be this turn at once, if it is in a pause (the
+    /// coordinator decided the pause is the end of the turn).
+    pub end_now: Sender<TurnId>,
     /// Push-to-talk cancel: utterances with a number up to this are void.
     pub cancelled_through: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -181,6 +229,10 @@ impl Listener {
         // Utterances: block when full. Speech must not be lost; a slow transcriber backs up
         // into the 20 s ring, whose overflow the capture side counts.
         let (utt_tx, utt_rx) = bounded::<Heard>(4);
+        // Snapshots: drop the newest when full (the transcriber is busy; a later one comes).
+        let (snap_tx, snap_rx) = bounded::<Snapshot>(2);
+        // End-now requests: drop when full (one is enough).
+        let (end_tx, end_rx) = bounded::<TurnId>(4);
         let frontend = {
             let opts = opts.clone();
             let done = source_done.clone();
@@ -193,12 +245,18 @@ impl Listener {
                     ptt_commands,
                     hooks,
                     &done,
-                    utt_tx,
+                    Outputs {
+                        utterances: utt_tx,
+                        snapshots: snap_tx,
+                        end_now: end_rx,
+                    },
                 )
             })
         };
         Ok(Self {
             utterances: utt_rx,
+            snapshots: snap_rx,
+            end_now: end_tx,
             cancelled_through,
             stop,
             stats,
@@ -240,7 +298,9 @@ enum Gate {
         detector: Detector,
         segmenter: Segmenter,
         frame: Vec<f32>,
-        speech_started: Option<Sender<Instant>>,
+        /// Pauses and resumptions since the front end last looked.
+        changes: Vec<vad::PauseChange>,
+        events: Option<Sender<ListenEvent>>,
     },
     Ptt {
         commands: Receiver<ptt::Action>,
@@ -259,7 +319,8 @@ impl Gate {
                 detector,
                 segmenter,
                 frame,
-                speech_started,
+                changes,
+                events,
             } => {
                 for &s in samples {
                     frame.push(s);
@@ -269,10 +330,11 @@ impl Gate {
                         let finished = segmenter.push(frame, speech);
                         if !was_in_speech
                             && segmenter.in_speech()
-                            && let Some(tx) = speech_started
+                            && let Some(tx) = events
                         {
-                            let _ = tx.try_send(Instant::now());
+                            let _ = tx.try_send(ListenEvent::SpeechStarted { at: Instant::now() });
                         }
+                        changes.extend(segmenter.take_pause_change());
                         done.extend(finished);
                         frame.clear();
                     }
@@ -311,6 +373,34 @@ impl Gate {
         }
     }
 
+    fn end_now(&mut self) -> Option<Utterance> {
+        match self {
+            Gate::Vad { segmenter, .. } => segmenter.end_now(),
+            Gate::Ptt { .. } => None,
+        }
+    }
+
+    fn so_far(&self) -> Option<vad::SoFar> {
+        match self {
+            Gate::Vad { segmenter, .. } => segmenter.so_far(),
+            Gate::Ptt { .. } => None,
+        }
+    }
+
+    fn in_speech(&self) -> bool {
+        match self {
+            Gate::Vad { segmenter, .. } => segmenter.in_speech(),
+            Gate::Ptt { recording, .. } => *recording,
+        }
+    }
+
+    fn take_changes(&mut self) -> Vec<vad::PauseChange> {
+        match self {
+            Gate::Vad { changes, .. } => std::mem::take(changes),
+            Gate::Ptt { .. } => Vec::new(),
+        }
+    }
+
     fn flush(&mut self) -> Option<Utterance> {
         match self {
             Gate::Vad { segmenter, .. } => segmenter.flush(),
@@ -341,6 +431,13 @@ fn ptt_utterance(buf: &mut Vec<f32>, start: usize) -> Utterance {
     }
 }
 
+/// Where the front end's results go.
+struct Outputs {
+    utterances: Sender<Heard>,
+    snapshots: Sender<Snapshot>,
+    end_now: Receiver<TurnId>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn frontend(
     mut consumer: RingConsumer<f32>,
@@ -350,7 +447,7 @@ fn frontend(
     ptt_commands: Option<Receiver<ptt::Action>>,
     hooks: Hooks,
     source_done: &AtomicBool,
-    out: Sender<Heard>,
+    out: Outputs,
 ) -> Result<(), ListenError> {
     let muted = || {
         hooks
@@ -363,7 +460,8 @@ fn frontend(
             detector: Detector::new(opts.detector, opts.aggressiveness),
             segmenter: Segmenter::new(opts.segmenter.clone()),
             frame: Vec::with_capacity(vad::FRAME_SAMPLES),
-            speech_started: hooks.speech_started.clone(),
+            changes: Vec::new(),
+            events: hooks.events.clone(),
         },
         Some(commands) => Gate::Ptt {
             commands,
@@ -372,9 +470,9 @@ fn frontend(
             start: 0,
         },
     };
-    let resample_err = |source: rubato::ResampleError| ListenError::Resample {
+    let resample_err = |source: Box<dyn std::error::Error + Send + Sync>| ListenError::Resample {
         rate_hz,
-        source: Box::new(source),
+        source,
     };
     let mut resampler = if rate_hz == vad::SAMPLE_RATE_HZ {
         None
@@ -387,10 +485,7 @@ fn frontend(
                 1,
                 FixedSync::Input,
             )
-            .map_err(|e| ListenError::Resample {
-                rate_hz,
-                source: Box::new(e),
-            })?,
+            .map_err(|e| resample_err(e.into()))?,
         )
     };
     let out_max = resampler
@@ -404,28 +499,17 @@ fn frontend(
     let mut skip = resampler.as_ref().map(|r| r.output_delay()).unwrap_or(0);
     // 16 kHz samples fed to the gate so far.
     let mut pos = 0usize;
+    // The number the next utterance will have.
     let mut turn = TurnId::FIRST;
     let mut done: Vec<Utterance> = Vec::new();
-    // Hands finished utterances on, stamped with when their last voiced frame was heard:
-    // the samples after it, plus what is still waiting in the ring and the resampler, were
-    // captured after it.
-    let mut emit = |done: &mut Vec<Utterance>, pos: usize, waiting_in: usize| -> bool {
-        let now = Instant::now();
-        let waiting = Duration::from_secs_f64(waiting_in as f64 / rate_hz as f64);
-        for u in done.drain(..) {
-            let since = at_16k(pos).saturating_sub(u.last_voiced) + waiting;
-            let heard = Heard {
-                turn,
-                ended_at: now,
-                last_voiced_at: now.checked_sub(since).unwrap_or(now),
-                utterance: u,
-            };
-            turn = turn.next();
-            if out.send(heard).is_err() {
-                return false;
-            }
+    let partial_samples = opts
+        .partials_every
+        .map(|d| (d.as_secs_f64() * vad::SAMPLE_RATE_HZ as f64) as usize);
+    let mut last_partial = 0usize;
+    let report = |event: ListenEvent| {
+        if let Some(tx) = &hooks.events {
+            let _ = tx.try_send(event);
         }
-        true
     };
     loop {
         if let Ok(c) = reconnect.try_recv() {
@@ -445,18 +529,10 @@ fn frontend(
                     pos += raw_len;
                 }
                 Some(rs) => {
-                    let input =
-                        InterleavedSlice::new(&raw[..], 1, RESAMPLER_CHUNK).map_err(|e| {
-                            ListenError::Resample {
-                                rate_hz,
-                                source: Box::new(e),
-                            }
-                        })?;
+                    let input = InterleavedSlice::new(&raw[..], 1, RESAMPLER_CHUNK)
+                        .map_err(|e| resample_err(e.into()))?;
                     let mut output = InterleavedSlice::new_mut(&mut resampled[..], 1, out_max)
-                        .map_err(|e| ListenError::Resample {
-                            rate_hz,
-                            source: Box::new(e),
-                        })?;
+                        .map_err(|e| resample_err(e.into()))?;
                     let indexing = rubato::Indexing {
                         input_offset: 0,
                         output_offset: 0,
@@ -465,7 +541,7 @@ fn frontend(
                     };
                     let (_, produced) = rs
                         .process_into_buffer(&input, &mut output, Some(&indexing))
-                        .map_err(resample_err)?;
+                        .map_err(|e| resample_err(e.into()))?;
                     let drop = skip.min(produced);
                     skip -= drop;
                     if muted() {
@@ -480,8 +556,73 @@ fn frontend(
             // Push-to-talk commands must be seen even when no audio arrives.
             gate.feed(&[], pos, &mut done);
         }
-        if !done.is_empty() && !emit(&mut done, pos, consumer.occupied_len() + raw_len) {
-            return Ok(());
+        // When things happened: the instant the stream position `at` (16 kHz samples) was
+        // heard. What is still waiting in the ring and the resampler came in after it.
+        let waiting =
+            Duration::from_secs_f64((consumer.occupied_len() + raw_len) as f64 / rate_hz as f64);
+        let heard_at = |offset: Duration| {
+            let now = Instant::now();
+            now.checked_sub(at_16k(pos).saturating_sub(offset) + waiting)
+                .unwrap_or(now)
+        };
+        for change in gate.take_changes() {
+            match change {
+                vad::PauseChange::Paused => {
+                    if let Some(so_far) = gate.so_far() {
+                        let last_voiced_at = heard_at(so_far.last_voiced);
+                        report(ListenEvent::Paused {
+                            turn,
+                            last_voiced_at,
+                        });
+                        if opts.speculate {
+                            let _ = out.snapshots.try_send(Snapshot {
+                                turn,
+                                samples: so_far.samples,
+                                start: so_far.start,
+                                last_voiced: so_far.last_voiced,
+                                last_voiced_at,
+                                kind: SnapshotKind::Pause,
+                            });
+                        }
+                    }
+                }
+                vad::PauseChange::Resumed => report(ListenEvent::Resumed {
+                    turn,
+                    at: Instant::now(),
+                }),
+            }
+        }
+        if let Some(every) = partial_samples
+            && gate.in_speech()
+            && pos >= last_partial + every
+            && let Some(so_far) = gate.so_far()
+        {
+            last_partial = pos;
+            let _ = out.snapshots.try_send(Snapshot {
+                turn,
+                samples: so_far.samples,
+                start: so_far.start,
+                last_voiced: so_far.last_voiced,
+                last_voiced_at: heard_at(so_far.last_voiced),
+                kind: SnapshotKind::Partial,
+            });
+        }
+        while let Ok(end) = out.end_now.try_recv() {
+            if end == turn {
+                done.extend(gate.end_now());
+            }
+        }
+        for u in done.drain(..) {
+            let heard = Heard {
+                turn,
+                ended_at: Instant::now(),
+                last_voiced_at: heard_at(u.last_voiced),
+                utterance: u,
+            };
+            turn = turn.next();
+            if out.utterances.send(heard).is_err() {
+                return Ok(());
+            }
         }
         if finished && raw_len == 0 {
             break;
@@ -490,8 +631,16 @@ fn frontend(
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    done.extend(gate.flush());
-    emit(&mut done, pos, 0);
+    if let Some(u) = gate.flush() {
+        let _ = out.utterances.send(Heard {
+            turn,
+            ended_at: Instant::now(),
+            last_voiced_at: Instant::now()
+                .checked_sub(at_16k(pos).saturating_sub(u.last_voiced))
+                .unwrap_or_else(Instant::now),
+            utterance: u,
+        });
+    }
     Ok(())
 }
 

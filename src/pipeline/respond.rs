@@ -45,6 +45,13 @@ pub trait Responder: Send {
     ) -> Result<ReplyStats, StageError>;
     /// Picks one of `options` for `request`, or none (voice-command fallback).
     fn choose(&mut self, request: &str, options: &[String]) -> Result<Option<usize>, StageError>;
+    /// Speculation: take `request` into the context ahead of its reply (a `respond` to the
+    /// same text then starts generating at once). Nothing is generated.
+    fn prefill(&mut self, _request: &str) -> Result<(), StageError> {
+        Ok(())
+    }
+    /// Forgets a prefilled request.
+    fn discard(&mut self) {}
 }
 
 /// The on-device LLM as a responder; the conversation carries over between turns.
@@ -73,6 +80,20 @@ impl Responder for Model {
     fn choose(&mut self, request: &str, options: &[String]) -> Result<Option<usize>, StageError> {
         Ok(self.llm.choose(request, options)?)
     }
+
+    fn prefill(&mut self, request: &str) -> Result<(), StageError> {
+        let took = self.llm.prefill(request, self.params.max_tokens)?;
+        tracing::debug!(
+            stage = "llm",
+            ms = took.as_millis() as u64,
+            "request prefilled on a pause"
+        );
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.llm.discard_prefill();
+    }
 }
 
 /// What the coordinator asks of the worker.
@@ -86,6 +107,15 @@ pub enum Job {
         text: String,
         options: Vec<Invocation>,
         descriptions: Vec<String>,
+    },
+    /// Speculation on a pause: prefill the request.
+    Prefill {
+        turn: TurnId,
+        text: String,
+    },
+    /// The speculation on `turn` is void.
+    Discard {
+        turn: TurnId,
     },
 }
 
@@ -151,6 +181,14 @@ pub fn run(
 ) -> Result<(), StageError> {
     for job in jobs.iter() {
         match job {
+            Job::Prefill { turn, text } => {
+                let _span = tracing::info_span!("turn", turn = turn.get()).entered();
+                responder.prefill(&text)?;
+            }
+            Job::Discard { turn } => {
+                let _span = tracing::info_span!("turn", turn = turn.get()).entered();
+                responder.discard();
+            }
             Job::Route {
                 turn,
                 text,

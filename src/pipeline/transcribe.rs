@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::StageError;
-use super::listen::Heard;
+use super::listen::{Heard, Snapshot, SnapshotKind};
+use super::{StageError, TurnId};
 use crate::stt::{Stt, SttOptions};
 
 /// Speech to text, as the pipeline uses it.
@@ -38,6 +38,22 @@ pub struct Transcribed {
     /// When the text was ready.
     pub at: Instant,
     pub took: Duration,
+    /// The text of the pause snapshot, which held the same audio: no second pass ran.
+    pub reused: bool,
+}
+
+/// The text of an utterance still in progress.
+#[derive(Debug)]
+pub struct Speculated {
+    pub turn: TurnId,
+    pub kind: SnapshotKind,
+    /// Stream offsets of the utterance's start and of its last voiced frame so far.
+    pub start: Duration,
+    pub last_voiced: Duration,
+    pub text: String,
+    pub last_voiced_at: Instant,
+    pub at: Instant,
+    pub took: Duration,
 }
 
 /// What the loop reports, in order, for each utterance.
@@ -49,24 +65,79 @@ pub enum Progress {
         last_voiced_at: Instant,
     },
     Done(Transcribed),
+    /// An utterance in progress, transcribed so far (a pause snapshot, or a partial).
+    Speculated(Speculated),
 }
 
-/// Transcribes each utterance as it arrives, until the listener closes its channel. Utterances
-/// a push-to-talk cancel voided (`cancelled_through`) are skipped. Returns how many were
+/// Transcribes each utterance as it arrives, until the listener closes its channel, and,
+/// when no finished utterance is waiting, the snapshots of utterances in progress. Utterances
+/// a push-to-talk cancel voided (`cancelled_through`) are skipped. A finished utterance whose
+/// last voiced frame is the one its pause snapshot ended at holds the same audio: the
+/// snapshot's text is its text, with no second pass. Returns how many utterances were
 /// transcribed; `report` returning false ends the loop.
 pub fn run(
     transcriber: &mut dyn Transcriber,
     utterances: &Receiver<Heard>,
+    snapshots: &Receiver<Snapshot>,
     cancelled_through: &AtomicU64,
     mut report: impl FnMut(Progress) -> bool,
 ) -> Result<usize, StageError> {
-    let voided = |heard: &Heard| heard.turn.get() <= cancelled_through.load(Ordering::Acquire);
+    let voided = |turn: TurnId| turn.get() <= cancelled_through.load(Ordering::Acquire);
     let mut count = 0;
-    for heard in utterances.iter() {
-        if voided(&heard) {
+    // The last pause snapshot transcribed: (turn, last voiced offset, sample count, text).
+    let mut paused: Option<(TurnId, Duration, usize, String)> = None;
+    // Utterances before this one are finished: their snapshots are stale.
+    let mut next_turn = TurnId::FIRST;
+    let mut snapshots = snapshots.clone();
+    loop {
+        // A finished utterance always goes first.
+        let heard = match utterances.try_recv() {
+            Ok(h) => h,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                crossbeam_channel::select! {
+                    recv(utterances) -> h => match h {
+                        Ok(h) => h,
+                        Err(_) => break,
+                    },
+                    recv(snapshots) -> snap => {
+                        match snap {
+                            Ok(snap) if snap.turn >= next_turn && !voided(snap.turn) && utterances.is_empty() => {
+                                let _span = tracing::info_span!("turn", turn = snap.turn.get()).entered();
+                                let t0 = Instant::now();
+                                let text = transcriber.transcribe(&snap.samples)?;
+                                let took = t0.elapsed();
+                                tracing::debug!(stage = "stt", ?snap.kind, ms = took.as_millis() as u64, text, "utterance in progress transcribed");
+                                if snap.kind == SnapshotKind::Pause {
+                                    paused = Some((snap.turn, snap.last_voiced, snap.samples.len(), text.clone()));
+                                }
+                                let s = Speculated {
+                                    turn: snap.turn,
+                                    kind: snap.kind,
+                                    start: snap.start,
+                                    last_voiced: snap.last_voiced,
+                                    text,
+                                    last_voiced_at: snap.last_voiced_at,
+                                    at: Instant::now(),
+                                    took,
+                                };
+                                if !report(Progress::Speculated(s)) {
+                                    return Ok(count);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => snapshots = crossbeam_channel::never(),
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let turn = heard.turn;
+        next_turn = turn.next();
+        if voided(turn) {
             continue;
         }
-        let turn = heard.turn;
         let span = tracing::info_span!("turn", turn = turn.get());
         let _enter = span.enter();
         let started = Progress::Started {
@@ -78,15 +149,24 @@ pub fn run(
             return Ok(count);
         }
         let t0 = Instant::now();
-        let text = transcriber.transcribe(&heard.utterance.samples)?;
+        let same_audio = paused.take().filter(|(t, voiced, len, _)| {
+            *t == turn
+                && *voiced == heard.utterance.last_voiced
+                && *len == heard.utterance.samples.len()
+        });
+        let (text, reused) = match same_audio {
+            Some((_, _, _, text)) => (text, true),
+            None => (transcriber.transcribe(&heard.utterance.samples)?, false),
+        };
         let took = t0.elapsed();
-        if voided(&heard) {
+        if voided(turn) {
             continue;
         }
         count += 1;
         tracing::info!(
             stage = "stt",
             ms = took.as_millis() as u64,
+            reused,
             start = heard.utterance.start.as_secs_f64(),
             end = heard.utterance.end.as_secs_f64(),
             text,
@@ -97,6 +177,7 @@ pub fn run(
             text,
             at: Instant::now(),
             took,
+            reused,
         };
         if !report(Progress::Done(done)) {
             break;

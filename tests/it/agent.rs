@@ -377,6 +377,8 @@ fn listen(input: &Path) -> sotto::pipeline::listen::ListenOptions {
         segmenter: sotto::vad::SegmenterConfig::default(),
         ptt: None,
         ptt_key: None,
+        speculate: false,
+        partials_every: None,
     }
 }
 
