@@ -1393,3 +1393,183 @@ confirm = true
         );
     }
 }
+
+#[cfg(test)]
+mod speculation_tests {
+    use super::*;
+
+    fn t(n: u64) -> TurnId {
+        TurnId::new(n).unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            commands: Commands::parse(
+                std::path::Path::new("c.toml"),
+                r#"
+[[command]]
+name = "lamp-on"
+phrases = ["turn on the lamp"]
+run = ["/bin/true"]
+
+[[command]]
+name = "timer"
+phrases = ["set a timer for {minutes} minutes"]
+run = ["/bin/true", "{minutes}"]
+slots.minutes = { kind = "number" }
+"#,
+            )
+            .unwrap(),
+            ..Settings::default()
+        }
+    }
+
+    fn speculated(c: &mut Coordinator, turn: u64, text: &str, now: Instant) -> Vec<Cmd> {
+        c.handle(
+            Event::Paused {
+                turn: t(turn),
+                last_voiced_at: now,
+            },
+            now,
+        );
+        c.handle(
+            Event::Speculated {
+                turn: t(turn),
+                text: text.into(),
+                stt_ms: 150,
+            },
+            now,
+        )
+    }
+
+    fn ended(c: &mut Coordinator, turn: u64, text: &str, now: Instant) -> Vec<Cmd> {
+        c.handle(
+            Event::UtteranceEnded {
+                turn: t(turn),
+                ended_at: now,
+                last_voiced_at: now,
+            },
+            now,
+        );
+        c.handle(
+            Event::Transcript {
+                turn: t(turn),
+                text: text.into(),
+                at: now,
+                stt_ms: 0,
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn plainly_complete_turns_end_early_and_hanging_ones_wait() {
+        for done in [
+            "What is the capital of France?",
+            "Tell me a joke.",
+            "Set a timer for ten minutes.",
+            "Stop!",
+        ] {
+            assert!(plainly_complete(done), "{done:?}");
+        }
+        for hanging in [
+            "Set a timer for",
+            "Set a timer for.",
+            "What is the capital of France and",
+            "So...",
+            "My number is 555 12.",
+            "Call me at five.",
+            "The answer is the",
+            "",
+        ] {
+            assert!(!plainly_complete(hanging), "{hanging:?}");
+        }
+    }
+
+    #[test]
+    fn a_complete_question_is_prefilled_and_ended_at_its_pause_and_answered_from_it() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(settings(), t0);
+        let cmds = speculated(&mut c, 1, "What is the capital of France?", t0);
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Prefill {
+                    turn: t(1),
+                    text: "What is the capital of France?".into()
+                },
+                Cmd::EndUtterance { turn: t(1) },
+            ]
+        );
+        let cmds = ended(&mut c, 1, "What is the capital of France?", t0);
+        assert_eq!(
+            cmds,
+            vec![Cmd::Respond {
+                turn: t(1),
+                text: "What is the capital of France?".into()
+            }],
+            "no discard: the prefill is the answer's prompt"
+        );
+        assert_eq!(c.speculation_stats.confirmed, 1);
+        assert_eq!(c.speculation_stats.discarded, 0);
+    }
+
+    #[test]
+    fn speech_after_the_pause_discards_the_speculation_and_nothing_is_said_or_run() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(settings(), t0);
+        // "Set a timer for …" — hanging: prefilled, not ended.
+        let cmds = speculated(&mut c, 1, "Set a timer for", t0);
+        assert_eq!(
+            cmds,
+            vec![Cmd::Prefill {
+                turn: t(1),
+                text: "Set a timer for".into()
+            }]
+        );
+        let cmds = c.handle(Event::Resumed { turn: t(1) }, t0);
+        assert_eq!(cmds, vec![Cmd::Discard { turn: t(1) }]);
+        // "… ten minutes." — one turn, one action.
+        let cmds = ended(&mut c, 1, "Set a timer for 10 minutes.", t0);
+        let acts: Vec<&Cmd> = cmds.iter().filter(|c| matches!(c, Cmd::Act { .. })).collect();
+        assert_eq!(acts.len(), 1, "{cmds:?}");
+        assert!(!cmds.iter().any(|c| matches!(c, Cmd::Say { .. } | Cmd::Respond { .. })));
+        assert_eq!(c.speculation_stats.discarded, 1);
+    }
+
+    #[test]
+    fn a_matched_command_ends_at_its_pause_and_runs_once_after_the_final_pass() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(settings(), t0);
+        let cmds = speculated(&mut c, 1, "Turn on the lamp.", t0);
+        assert_eq!(cmds, vec![Cmd::EndUtterance { turn: t(1) }], "no action on a speculation");
+        let cmds = ended(&mut c, 1, "Turn on the lamp.", t0);
+        assert_eq!(cmds.iter().filter(|c| matches!(c, Cmd::Act { .. })).count(), 1);
+    }
+
+    #[test]
+    fn a_final_transcript_that_differs_discards_the_prefill_before_answering() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(settings(), t0);
+        speculated(&mut c, 1, "Tell me a joke.", t0);
+        let cmds = ended(&mut c, 1, "Tell me a joke about cats.", t0);
+        assert_eq!(
+            cmds,
+            vec![
+                Cmd::Discard { turn: t(1) },
+                Cmd::Respond {
+                    turn: t(1),
+                    text: "Tell me a joke about cats.".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn no_speculation_while_a_reply_is_in_progress() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(settings(), t0);
+        ended(&mut c, 1, "What is the capital of France?", t0);
+        assert!(speculated(&mut c, 2, "And Germany?", t0).is_empty());
+    }
+}
