@@ -27,7 +27,7 @@ use crossbeam_channel::{bounded, select};
 
 use crate::commands::ActionLog;
 use crate::pipeline::listen::{
-    Hooks, ListenError, ListenEvent, ListenOptions, Listener, SnapshotKind,
+    EndNow, Hooks, ListenError, ListenEvent, ListenOptions, Listener, SnapshotKind,
 };
 use crate::pipeline::transcribe::{self, Progress};
 use crate::pipeline::{LiveTurn, act, play, respond, spawn, speak};
@@ -142,6 +142,8 @@ pub fn run(
                             turn: s.turn,
                             text: s.text,
                             stt_ms: s.took.as_millis() as u64,
+                            last_voiced: s.last_voiced,
+                            last_word_p: s.last_word_p,
                         })
                         .is_ok(),
                     Progress::Speculated(_) => true,
@@ -287,8 +289,8 @@ pub fn run(
                 Cmd::ResumeReply { turn } => {
                     let _ = resume_tx.try_send(turn);
                 }
-                Cmd::EndUtterance { turn } => {
-                    let _ = end_now.try_send(turn);
+                Cmd::EndUtterance { turn, last_voiced } => {
+                    let _ = end_now.try_send(EndNow { turn, last_voiced });
                 }
                 Cmd::Prefill { turn, text } => {
                     let _ = llm_tx.send(respond::Job::Prefill { turn, text });

@@ -22,8 +22,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::bounded;
 use serde::Serialize;
 
-use crate::pipeline::coordinator::plainly_complete;
-use crate::pipeline::listen::{Hooks, ListenError, ListenOptions, Listener, SnapshotKind};
+use crate::pipeline::coordinator::{plainly_complete, sure_of_last_word};
+use crate::pipeline::listen::{EndNow, Hooks, ListenError, ListenOptions, Listener, SnapshotKind};
 use crate::pipeline::transcribe::{self, Progress, Transcriber};
 use crate::pipeline::{StageError, spawn};
 
@@ -95,8 +95,14 @@ pub fn run(
                 |p| match p {
                     Progress::Started { .. } => true,
                     Progress::Speculated(s) => {
-                        if s.kind == SnapshotKind::Pause && plainly_complete(&s.text) {
-                            let _ = end_now.try_send(s.turn);
+                        if s.kind == SnapshotKind::Pause
+                            && plainly_complete(&s.text)
+                            && sure_of_last_word(s.last_word_p)
+                        {
+                            let _ = end_now.try_send(EndNow {
+                                turn: s.turn,
+                                last_voiced: s.last_voiced,
+                            });
                         }
                         if s.kind == SnapshotKind::Partial && !s.text.trim().is_empty() {
                             let partial = Transcript {

@@ -64,6 +64,10 @@ pub struct Segment {
     pub start: Duration,
     pub end: Duration,
     pub text: String,
+    /// Whisper's probability for its last word (the least of its tokens'): low when the
+    /// word is a guess, as when Whisper completes a phrase cut off at a pause ("Set a timer
+    /// for" heard as "Set a timer for it.", "it" at 0.36). None without words.
+    pub last_word_p: Option<f32>,
 }
 
 /// Encoder positions for a clip: Whisper's encoder sees 50 per second (1500 for 30 s); the
@@ -239,9 +243,34 @@ fn decode(
             start,
             end: end.max(start),
             text: text.to_string(),
+            last_word_p: last_word_p(&seg),
         });
     }
     Ok(segments)
+}
+
+/// The least probability among the tokens of a segment's last word (a word starts at a
+/// token beginning with a space); special and punctuation-only tokens are not words.
+fn last_word_p(seg: &whisper_rs::WhisperSegment) -> Option<f32> {
+    let mut word: Option<f32> = None;
+    for i in 0..seg.n_tokens() {
+        let Some(token) = seg.get_token(i) else {
+            continue;
+        };
+        let Ok(text) = token.to_str_lossy() else {
+            continue;
+        };
+        let special = text.starts_with("[_") || text.starts_with("<|");
+        if special || !text.chars().any(char::is_alphanumeric) {
+            continue;
+        }
+        let p = token.token_probability();
+        word = match word {
+            Some(q) if !text.starts_with(' ') => Some(q.min(p)),
+            _ => Some(p),
+        };
+    }
+    word
 }
 
 #[cfg(test)]
@@ -271,6 +300,7 @@ mod tests {
             start: Duration::ZERO,
             end: Duration::ZERO,
             text: t.into(),
+            last_word_p: None,
         };
         let loop3 = [seg(
             "She has three brothers and two sisters, she has three brothers and two sisters.",

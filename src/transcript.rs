@@ -136,11 +136,13 @@ mod tests {
                 start: Duration::from_millis(0),
                 end: Duration::from_millis(2_500),
                 text: "Hello there.".into(),
+                last_word_p: None,
             },
             Segment {
                 start: Duration::from_millis(2_500),
                 end: Duration::from_millis(3_723_042),
                 text: "General Kenobi.".into(),
+                last_word_p: None,
             },
         ]
     }

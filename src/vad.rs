@@ -175,6 +175,10 @@ pub enum PauseChange {
     Resumed,
 }
 
+fn frames_to_time(frames: usize) -> Duration {
+    Duration::from_millis((frames * FRAME_MS as usize) as u64)
+}
+
 impl Segmenter {
     pub fn new(cfg: SegmenterConfig) -> Self {
         Self {
@@ -210,18 +214,24 @@ impl Segmenter {
             .iter()
             .flat_map(|(f, _)| f.iter().copied())
             .collect();
-        let at = |frame: usize| Duration::from_millis((frame * FRAME_MS as usize) as u64);
         Some(SoFar {
             samples,
-            start: at(self.start_frame),
-            last_voiced: at(self.last_voiced_frame),
+            start: frames_to_time(self.start_frame),
+            last_voiced: self.last_voiced(),
         })
     }
 
-    /// Ends the utterance in progress now, as the hangover would have (a listener decided the
-    /// pause is the end). None when no utterance is in progress or speech is going on.
-    pub fn end_now(&mut self) -> Option<Utterance> {
-        if !self.in_speech || self.silence_run == 0 {
+    /// Stream offset of the end of the last voiced frame.
+    fn last_voiced(&self) -> Duration {
+        frames_to_time(self.last_voiced_frame)
+    }
+
+    /// Ends the utterance in progress now, as the hangover would have: a listener decided
+    /// that the pause after `last_voiced` (a [`SoFar`]'s) is the end. None when no utterance
+    /// is in progress, or when anything was voiced after `last_voiced` (the decision was made
+    /// on words that are no longer the last ones).
+    pub fn end_now(&mut self, last_voiced: Duration) -> Option<Utterance> {
+        if !self.in_speech || !self.paused || self.last_voiced() != last_voiced {
             return None;
         }
         let keep = self.current.len() - self.silence_run + self.silence_run.min(5);
@@ -416,16 +426,22 @@ mod tests {
 
     #[test]
     fn ending_now_in_a_pause_gives_what_was_said_and_its_last_voiced_frame() {
-        let mut seg = Segmenter::new(SegmenterConfig::default());
+        let cfg = SegmenterConfig::default();
+        let pause = cfg.pause_frames;
+        let mut seg = Segmenter::new(cfg);
         for _ in 0..20 {
             assert!(seg.push(&frame(0.5), true).is_none());
         }
-        assert!(seg.end_now().is_none(), "not while speech goes on");
-        for _ in 0..8 {
+        let speaking = seg.so_far().unwrap();
+        assert!(
+            seg.end_now(speaking.last_voiced).is_none(),
+            "not while speech goes on"
+        );
+        for _ in 0..pause {
             assert!(seg.push(&frame(0.001), false).is_none());
         }
         let so_far = seg.so_far().unwrap();
-        let u = seg.end_now().unwrap();
+        let u = seg.end_now(so_far.last_voiced).unwrap();
         assert_eq!(u.last_voiced, so_far.last_voiced);
         assert_eq!(u.start, so_far.start);
         assert_eq!(u.last_voiced, Duration::from_millis(20 * FRAME_MS as u64));
@@ -434,6 +450,31 @@ mod tests {
             "the speculation heard what the final pass hears"
         );
         assert!(seg.so_far().is_none());
+    }
+
+    #[test]
+    fn a_decision_on_words_that_are_no_longer_the_last_ends_nothing() {
+        let cfg = SegmenterConfig::default();
+        let pause = cfg.pause_frames;
+        let mut seg = Segmenter::new(cfg);
+        let push = |seg: &mut Segmenter, speech: bool, n: usize| {
+            for _ in 0..n {
+                assert!(
+                    seg.push(&frame(if speech { 0.5 } else { 0.001 }), speech)
+                        .is_none()
+                );
+            }
+        };
+        push(&mut seg, true, 20);
+        push(&mut seg, false, pause);
+        let first_pause = seg.so_far().unwrap();
+        // Speech came back, then a second pause, before the first one's decision arrived.
+        push(&mut seg, true, 10);
+        push(&mut seg, false, pause);
+        assert!(seg.end_now(first_pause.last_voiced).is_none());
+        let second = seg.so_far().unwrap();
+        let u = seg.end_now(second.last_voiced).unwrap();
+        assert_eq!(u.last_voiced, second.last_voiced);
     }
 
     #[test]

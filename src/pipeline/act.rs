@@ -81,6 +81,15 @@ pub fn run(
             arguments.clone(),
             None,
         );
+        if events
+            .send(Event::ActionStarted {
+                turn,
+                at: std::time::Instant::now(),
+            })
+            .is_err()
+        {
+            break;
+        }
         let outcome = match &action {
             Some(a) => commands::execute(a),
             None => Outcome::Failed {

@@ -148,9 +148,9 @@ pub struct Listener {
     /// Utterances in progress (with `speculate` or `partials_every`); older ones are dropped
     /// when the transcriber is behind.
     pub snapshots: Receiver<Snapshot>,
-    /// Ends the utterance that will be this turn at once, if it is in a pause (the
-    /// coordinator decided the pause is the end of the turn).
-    pub end_now: Sender<TurnId>,
+    /// Ends the utterance that will be this turn at once, if it is still in the pause the
+    /// decision was made on (the coordinator decided the pause is the end of the turn).
+    pub end_now: Sender<EndNow>,
     /// Push-to-talk cancel: utterances with a number up to this are void.
     pub cancelled_through: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -232,7 +232,7 @@ impl Listener {
         // Snapshots: drop the newest when full (the transcriber is busy; a later one comes).
         let (snap_tx, snap_rx) = bounded::<Snapshot>(2);
         // End-now requests: drop when full (one is enough).
-        let (end_tx, end_rx) = bounded::<TurnId>(4);
+        let (end_tx, end_rx) = bounded::<EndNow>(4);
         let frontend = {
             let opts = opts.clone();
             let done = source_done.clone();
@@ -373,9 +373,9 @@ impl Gate {
         }
     }
 
-    fn end_now(&mut self) -> Option<Utterance> {
+    fn end_now(&mut self, last_voiced: Duration) -> Option<Utterance> {
         match self {
-            Gate::Vad { segmenter, .. } => segmenter.end_now(),
+            Gate::Vad { segmenter, .. } => segmenter.end_now(last_voiced),
             Gate::Ptt { .. } => None,
         }
     }
@@ -435,7 +435,16 @@ fn ptt_utterance(buf: &mut Vec<f32>, start: usize) -> Utterance {
 struct Outputs {
     utterances: Sender<Heard>,
     snapshots: Sender<Snapshot>,
-    end_now: Receiver<TurnId>,
+    end_now: Receiver<EndNow>,
+}
+
+/// End the utterance that will be `turn` now: the pause after `last_voiced` (a snapshot's)
+/// is the end of it. Ignored when anything was voiced since, whatever the order in which the
+/// decision and the speech arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndNow {
+    pub turn: TurnId,
+    pub last_voiced: Duration,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -608,8 +617,8 @@ fn frontend(
             });
         }
         while let Ok(end) = out.end_now.try_recv() {
-            if end == turn {
-                done.extend(gate.end_now());
+            if end.turn == turn {
+                done.extend(gate.end_now(end.last_voiced));
             }
         }
         for u in done.drain(..) {

@@ -13,6 +13,14 @@ use crate::stt::{Stt, SttOptions};
 /// Speech to text, as the pipeline uses it.
 pub trait Transcriber: Send {
     fn transcribe(&mut self, samples_16k: &[f32]) -> Result<String, StageError>;
+    /// The text, and the recogniser's probability for its last word (None when it does not
+    /// say): how sure it is of the word a turn would end on.
+    fn transcribe_scored(
+        &mut self,
+        samples_16k: &[f32],
+    ) -> Result<(String, Option<f32>), StageError> {
+        Ok((self.transcribe(samples_16k)?, None))
+    }
 }
 
 /// Whisper as a transcriber: plain text without its non-speech markers.
@@ -23,10 +31,22 @@ pub struct Whisper {
 
 impl Transcriber for Whisper {
     fn transcribe(&mut self, samples_16k: &[f32]) -> Result<String, StageError> {
+        Ok(self.transcribe_scored(samples_16k)?.0)
+    }
+
+    fn transcribe_scored(
+        &mut self,
+        samples_16k: &[f32],
+    ) -> Result<(String, Option<f32>), StageError> {
+        use crate::stt::strip_non_speech;
         let segments = self.stt.transcribe(samples_16k, &self.opts, None)?;
-        Ok(crate::stt::strip_non_speech(
-            &crate::transcript::plain_text(&segments),
-        ))
+        let text = strip_non_speech(&crate::transcript::plain_text(&segments));
+        let last_word_p = segments
+            .iter()
+            .rev()
+            .find(|s| !strip_non_speech(&s.text).is_empty())
+            .and_then(|s| s.last_word_p);
+        Ok((text, last_word_p))
     }
 }
 
@@ -51,6 +71,8 @@ pub struct Speculated {
     pub start: Duration,
     pub last_voiced: Duration,
     pub text: String,
+    /// The recogniser's probability for the last word of `text`, when it says.
+    pub last_word_p: Option<f32>,
     pub last_voiced_at: Instant,
     pub at: Instant,
     pub took: Duration,
@@ -105,7 +127,7 @@ pub fn run(
                             Ok(snap) if snap.turn >= next_turn && !voided(snap.turn) && utterances.is_empty() => {
                                 let _span = tracing::info_span!("turn", turn = snap.turn.get()).entered();
                                 let t0 = Instant::now();
-                                let text = transcriber.transcribe(&snap.samples)?;
+                                let (text, last_word_p) = transcriber.transcribe_scored(&snap.samples)?;
                                 let took = t0.elapsed();
                                 tracing::debug!(stage = "stt", ?snap.kind, ms = took.as_millis() as u64, text, "utterance in progress transcribed");
                                 if snap.kind == SnapshotKind::Pause {
@@ -117,6 +139,7 @@ pub fn run(
                                     start: snap.start,
                                     last_voiced: snap.last_voiced,
                                     text,
+                                    last_word_p,
                                     last_voiced_at: snap.last_voiced_at,
                                     at: Instant::now(),
                                     took,

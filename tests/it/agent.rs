@@ -656,3 +656,234 @@ confirm = true
     assert_eq!(log[1]["transcript"], "No, don't do it.");
     assert_eq!(log[5]["result"]["status"], "ok");
 }
+
+// --- Speculative turn-taking, with the real models. --------------------------------------
+
+/// The speculation counts the agent prints on stderr with `--metrics`.
+fn speculation(out: &std::process::Output) -> serde_json::Value {
+    let err = stderr(out);
+    let line = err
+        .lines()
+        .find_map(|l| l.strip_prefix("speculation: "))
+        .unwrap_or_else(|| panic!("no speculation counts on stderr:\n{err}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// Seconds into `samples` of the first sound (|s| > 0.01), if any.
+fn first_sound_s(samples: &[f32], rate: u32) -> Option<f64> {
+    samples
+        .iter()
+        .position(|s| s.abs() > 0.01)
+        .map(|i| i as f64 / rate as f64)
+}
+
+#[test]
+fn a_pause_in_the_middle_of_a_sentence_is_one_turn_and_its_speculation_says_and_runs_nothing() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("timer.log");
+    let program = recorder_program(dir.path(), &log);
+    let commands = dir.path().join("commands.toml");
+    std::fs::write(
+        &commands,
+        format!(
+            r#"
+[[command]]
+name = "timer"
+phrases = ["set a timer for {{minutes}} minutes"]
+slots.minutes = {{ kind = "number" }}
+run = ["{}", "timer", "{{minutes}}"]
+reply = "The timer is set."
+"#,
+            program.display()
+        ),
+    )
+    .unwrap();
+    let (a, b) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+    voice("Set a timer for", &a);
+    voice("ten minutes.", &b);
+    let input = dir.path().join("input.wav");
+    concat(
+        &[
+            silence(dir.path(), "1"),
+            a,
+            silence_ms(dir.path(), 400),
+            b,
+            silence(dir.path(), "4"),
+        ],
+        &input,
+    );
+    let (metrics, actions, out_wav) = (
+        dir.path().join("metrics.jsonl"),
+        dir.path().join("actions.jsonl"),
+        dir.path().join("out.wav"),
+    );
+    let out = run(sotto()
+        .args(["agent", "--input"])
+        .arg(&input)
+        .arg("--commands")
+        .arg(&commands)
+        .arg("--action-log")
+        .arg(&actions)
+        .arg("--metrics")
+        .arg(&metrics)
+        .arg("--output")
+        .arg(&out_wav));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let spec = speculation(&out);
+    let t = turns(&metrics);
+    assert_eq!(t.len(), 1, "one turn across the pause: {t:?}\n{spec}");
+    let heard = words(t[0]["transcript"].as_str().unwrap());
+    assert!(
+        heard.ends_with(&["ten".into(), "minutes".into()]),
+        "the turn holds the words after the pause: {heard:?}"
+    );
+    assert_eq!(t[0]["outcome"], "command", "{}", t[0]);
+    // The pause in the middle was transcribed and then voided when speech went on.
+    assert!(spec["pauses"].as_u64().unwrap() >= 1, "{spec}");
+    assert!(spec["discarded"].as_u64().unwrap() >= 1, "{spec}");
+    // Nothing was said before the whole sentence was heard, and the action ran once, with
+    // the number from after the pause.
+    let (samples, rate) = read_wav(&out_wav);
+    let first = first_sound_s(&samples, rate).expect("the reply was spoken");
+    let end = t[0]["end_of_speech_s"].as_f64().unwrap();
+    assert!(
+        first >= end,
+        "audio at {first:.3} s, before the end of the sentence at {end:.3} s"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "timer\n10\n");
+    let stages: Vec<String> = turns(&actions)
+        .iter()
+        .map(|l| l["stage"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stages, ["requested", "started", "finished"]);
+}
+
+/// Answers `text` (spoken by the Piper voice, then silence) in a fresh agent; its one turn.
+fn answer_once(dir: &Path, name: &str, text: &str) -> (serde_json::Value, serde_json::Value) {
+    let speech = dir.join(format!("{name}-speech.wav"));
+    voice(text, &speech);
+    let input = dir.join(format!("{name}.wav"));
+    concat(&[silence(dir, "1"), speech, silence(dir, "6")], &input);
+    let metrics = dir.join(format!("{name}.jsonl"));
+    let out = run(sotto()
+        .args(["agent", "--turns", "1", "--input"])
+        .arg(&input)
+        .arg("--metrics")
+        .arg(&metrics)
+        .arg("--output")
+        .arg(dir.join(format!("{name}-reply.wav"))));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t = turns(&metrics);
+    assert_eq!(t.len(), 1, "{t:?}");
+    (t[0].clone(), speculation(&out))
+}
+
+#[test]
+fn a_complete_request_is_answered_sooner_than_one_left_hanging() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let (done, done_spec) = answer_once(dir.path(), "done", "Tell me a story about a dragon.");
+    let (hanging, hanging_spec) = answer_once(
+        dir.path(),
+        "hanging",
+        "Tell me a story about a dragon and a",
+    );
+    let first_audio = |t: &serde_json::Value| t["latency"]["first_audio_ms"].as_u64().unwrap();
+    let turn_end = |t: &serde_json::Value| t["latency"]["vad_end_ms"].as_u64().unwrap();
+    eprintln!(
+        "from the last word: complete {} ms to the end of the turn, {} ms to first audio; \
+         hanging {} ms, {} ms",
+        turn_end(&done),
+        first_audio(&done),
+        turn_end(&hanging),
+        first_audio(&hanging)
+    );
+    assert_eq!(done["ended_at_pause"], true, "{done}\n{done_spec}");
+    assert_eq!(
+        hanging["ended_at_pause"], false,
+        "{hanging}\n{hanging_spec}"
+    );
+    assert_eq!(
+        done_spec["confirmed"], 1,
+        "the pause's transcript was the final one"
+    );
+    // The hanging request waited for the full hangover (600 ms by default) before its turn
+    // ended; the complete one ended at its pause (200 ms) and was answered sooner.
+    assert!(turn_end(&hanging) >= 550, "{hanging}");
+    assert!(
+        turn_end(&done) + 250 <= turn_end(&hanging),
+        "{done}\n{hanging}"
+    );
+    assert!(
+        first_audio(&done) < first_audio(&hanging),
+        "{done}\n{hanging}"
+    );
+}
+
+#[test]
+fn a_command_recognised_at_its_pause_runs_once() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let lamp = dir.path().join("lamp.log");
+    let program = recorder_program(dir.path(), &lamp);
+    let commands = dir.path().join("commands.toml");
+    std::fs::write(
+        &commands,
+        format!(
+            r#"
+[[command]]
+name = "lamp-on"
+phrases = ["turn on the lamp"]
+run = ["{}", "lamp", "on"]
+reply = "The lamp is on."
+"#,
+            program.display()
+        ),
+    )
+    .unwrap();
+    let speech = dir.path().join("lamp.wav");
+    voice("Turn on the lamp.", &speech);
+    let input = dir.path().join("input.wav");
+    concat(
+        &[silence(dir.path(), "1"), speech, silence(dir.path(), "4")],
+        &input,
+    );
+    let (metrics, actions) = (
+        dir.path().join("metrics.jsonl"),
+        dir.path().join("actions.jsonl"),
+    );
+    let out = run(sotto()
+        .args(["agent", "--input"])
+        .arg(&input)
+        .arg("--commands")
+        .arg(&commands)
+        .arg("--action-log")
+        .arg(&actions)
+        .arg("--metrics")
+        .arg(&metrics)
+        .arg("--output")
+        .arg(dir.path().join("out.wav")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let spec = speculation(&out);
+    let t = turns(&metrics);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0]["outcome"], "command", "{}", t[0]);
+    assert_eq!(t[0]["ended_at_pause"], true, "{}\n{spec}", t[0]);
+    assert_eq!(
+        spec["confirmed"], 1,
+        "speculation and final pass agreed: {spec}"
+    );
+    let action_ms = t[0]["latency"]["action_ms"].as_u64().expect("action time");
+    eprintln!("last word → action {action_ms} ms");
+    assert_eq!(
+        std::fs::read_to_string(&lamp).unwrap(),
+        "lamp\non\n",
+        "ran once"
+    );
+    let started = turns(&actions)
+        .iter()
+        .filter(|l| l["stage"] == "started")
+        .count();
+    assert_eq!(started, 1);
+}

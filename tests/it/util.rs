@@ -214,3 +214,32 @@ fn wer_counts_edits() {
     assert_eq!(wer("Hello, world!", "hello world"), 0.0);
     assert_eq!(wer("She has 3 brothers", "she has three brothers"), 0.0);
 }
+
+/// Speaks `text` with sotto's Piper voice into a 22.05 kHz 16-bit mono WAV (the format of
+/// [`silence`], so the two join with [`concat`]), without the quarter second of silence Piper
+/// puts at either end, so the pauses a test writes are the pauses there are. Whisper hears
+/// Piper's voice as it hears a person: espeak's clipped "for" at a pause comes back as
+/// "for it.", Piper's as "for."
+pub fn voice(text: &str, out: &Path) {
+    let raw = out.with_extension("piper.wav");
+    let said = run(sotto().args(["say", "--force", "-o"]).arg(&raw).arg(text));
+    assert!(said.status.success(), "sotto say: {}", stderr(&said));
+    require_tool("sox");
+    let trim = ["silence", "1", "0.01", "0.5%"];
+    let st = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "22050", "-c", "1", "-b", "16"])
+        .arg(out)
+        .args(trim)
+        .arg("reverse")
+        .args(trim)
+        .arg("reverse")
+        .status()
+        .expect("sox runs");
+    assert!(st.success(), "sox failed");
+}
+
+/// `ms` milliseconds of silence at 22.05 kHz (sox).
+pub fn silence_ms(dir: &Path, ms: u32) -> PathBuf {
+    silence(dir, &format!("{:.3}", ms as f64 / 1000.0))
+}
