@@ -36,8 +36,10 @@ pub struct Transcript {
     /// Seconds from the start of the stream.
     pub start: f64,
     pub end: f64,
-    /// From the speaker's last word (the utterance's last voiced frame) to the text.
-    pub latency_ms: u64,
+    /// From the speaker's last word (the utterance's last voiced frame) to the final text;
+    /// partials, heard while the speaker goes on, have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
     /// Cut at the maximum utterance length; the next transcript continues it.
     pub split: bool,
 }
@@ -109,7 +111,7 @@ pub fn run(
                                 kind: Kind::Partial,
                                 start: s.start.as_secs_f64(),
                                 end: s.last_voiced.as_secs_f64(),
-                                latency_ms: 0,
+                                latency_ms: None,
                                 split: false,
                                 text: s.text,
                             };
@@ -125,10 +127,10 @@ pub fn run(
                                 kind: Kind::Final,
                                 start: u.start.as_secs_f64(),
                                 end: u.end.as_secs_f64(),
-                                latency_ms: t
-                                    .at
-                                    .saturating_duration_since(t.heard.last_voiced_at)
-                                    .as_millis() as u64,
+                                latency_ms: Some(
+                                    t.at.saturating_duration_since(t.heard.last_voiced_at)
+                                        .as_millis() as u64,
+                                ),
                                 split: u.split,
                                 text: t.text,
                             })

@@ -812,10 +812,7 @@ fn a_complete_request_is_answered_sooner_than_one_left_hanging() {
     // ended; the complete one ended at its pause (200 ms, plus the time to transcribe it,
     // which grows when the machine is busy) and was answered sooner.
     assert!(turn_end(&hanging) >= 550, "{hanging}");
-    assert!(
-        turn_end(&done) < turn_end(&hanging),
-        "{done}\n{hanging}"
-    );
+    assert!(turn_end(&done) < turn_end(&hanging), "{done}\n{hanging}");
     assert!(
         first_audio(&done) < first_audio(&hanging),
         "{done}\n{hanging}"

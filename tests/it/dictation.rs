@@ -58,6 +58,95 @@ fn three_utterances_give_three_transcripts_with_their_first_words() {
     }
 }
 
+/// Runs `dictate --jsonl` on `input` (with `extra` flags); its JSON lines.
+fn dictate_jsonl(input: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let out = run(sotto()
+        .args(["dictate", "--jsonl"])
+        .args(extra)
+        .arg("--input")
+        .arg(input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn partials_grow_while_speech_goes_on_and_the_finals_are_those_of_a_run_without_them() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    // About 24 s: the speech twice, a second of silence after each.
+    let jfk = dir.path().join("jfk22.wav");
+    sox(&jfk_wav(), &["-r", "22050"], &jfk);
+    let gap = silence(dir.path(), "1");
+    let input = dir.path().join("twice.wav");
+    concat(&[jfk.clone(), gap.clone(), jfk, gap], &input);
+
+    let plain = dictate_jsonl(&input, &["--fast"]);
+    assert!(plain.iter().all(|l| l["kind"] == "final"), "{plain:?}");
+    // In real time, as from a microphone: partials are about speech still going on.
+    let live = dictate_jsonl(&input, &["--partials"]);
+
+    let finals = |lines: &[serde_json::Value]| -> String {
+        let kept = lines.iter().filter(|l| l["kind"] == "final");
+        let texts: Vec<&str> = kept.map(|l| l["text"].as_str().unwrap()).collect();
+        texts.join(" ")
+    };
+    let (without, with) = (finals(&plain), finals(&live));
+    assert!(
+        wer(&without, &with) <= 0.05,
+        "finals with partials differ:\n  without: {without}\n  with:    {with}"
+    );
+    assert!(
+        wer(&format!("{} {}", jfk_txt(), jfk_txt()), &with) <= 0.1,
+        "{with}"
+    );
+
+    // Each utterance: partials over a growing stretch of audio, all before its final, then
+    // the final (the only line with a latency).
+    let mut partials_seen = 0;
+    let mut utterance: Vec<&serde_json::Value> = Vec::new();
+    for line in &live {
+        if line["kind"] == "partial" {
+            assert!(line.get("latency_ms").is_none(), "{line}");
+            if let Some(prev) = utterance.last() {
+                assert_eq!(
+                    prev["start"], line["start"],
+                    "one utterance: {prev} then {line}"
+                );
+                assert!(
+                    prev["end"].as_f64() < line["end"].as_f64(),
+                    "{prev} then {line}"
+                );
+            }
+            utterance.push(line);
+            continue;
+        }
+        assert_eq!(line["kind"], "final", "{line}");
+        assert!(line["latency_ms"].as_u64().is_some(), "{line}");
+        if let (Some(first), Some(last)) = (utterance.first(), utterance.last()) {
+            assert_eq!(first["start"], line["start"], "{first} belongs to {line}");
+            assert!(
+                last["end"].as_f64() <= line["end"].as_f64(),
+                "{last} then {line}"
+            );
+            let n = |l: &serde_json::Value| words(l["text"].as_str().unwrap()).len();
+            assert!(n(first) < n(last), "the text grew: {first} … {last}");
+            // The last partial heard nearly everything the final did.
+            assert!(n(last) + 2 >= n(line), "{last} then {line}");
+        }
+        partials_seen += utterance.len();
+        utterance.clear();
+    }
+    assert!(
+        utterance.is_empty(),
+        "partials after the last final: {utterance:?}"
+    );
+    // One a second of speech: ~20 s of speech gives well over ten.
+    assert!(partials_seen >= 12, "{live:?}");
+}
+
 #[test]
 fn a_two_minute_monologue_is_split_without_losing_words() {
     model(sotto::models::WHISPER_GGML);
