@@ -250,9 +250,10 @@ pub struct AuditArgs {
     /// Print the reports as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Judge a MOF YAML manifest (paths in it are relative to its directory).
-    #[arg(long, value_name = "FILE.yml")]
-    pub manifest: Option<PathBuf>,
+    /// Judge MOF YAML manifests: files, or directories searched for *.yml / *.yaml (paths
+    /// in a manifest are relative to its directory). More than one: a line per model.
+    #[arg(long, value_name = "FILE.yml|DIR", num_args = 1..)]
+    pub manifest: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -422,11 +423,10 @@ fn audit_command(
         }
         None => {}
     }
-    let reports = if let Some(path) = &args.manifest {
-        let m = audit::manifest::Manifest::read(path)?;
-        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        vec![ctx.audit_manifest(&m, &base, &mut Vec::new())?]
-    } else {
+    if !args.manifest.is_empty() {
+        return audit_manifests(&mut ctx, &args, &settings);
+    }
+    let reports = {
         let ids: Vec<String> = if args.models.is_empty() {
             let m = &settings.models;
             vec![m.stt.clone(), m.llm.clone(), m.tts.clone()]
@@ -452,6 +452,116 @@ fn audit_command(
         print!("{}", audit::render(&reports, settings.policy.minimum));
     }
     Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::AUDIT_REFUSED)
+    })
+}
+
+/// Every manifest file named, directories searched recursively, in a stable order.
+fn manifest_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the directory {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"))
+            {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out)?;
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no *.yml or *.yaml manifest found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// `sotto audit --manifest …`: one manifest gets the full report; a collection gets a line
+/// per model (`--json`: an object per line). A manifest that cannot be read or judged is
+/// reported by name and the rest are still judged; the exit status says so.
+fn audit_manifests(
+    ctx: &mut AuditContext,
+    args: &AuditArgs,
+    settings: &Settings,
+) -> anyhow::Result<ExitCode> {
+    let files = manifest_files(&args.manifest)?;
+    let single = files.len() == 1 && !args.manifest[0].is_dir();
+    let t0 = std::time::Instant::now();
+    let mut reports = Vec::new();
+    let mut failed = 0usize;
+    for path in &files {
+        let judged = audit::manifest::Manifest::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|m| {
+                let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                Ok(ctx.audit_manifest(&m, &base, &mut Vec::new())?)
+            });
+        match judged {
+            Ok(r) => reports.push(r),
+            Err(e) if single => return Err(e),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}: {e:#}", path.display());
+            }
+        }
+    }
+    ctx.cache.save();
+    let ok = audit::apply(&mut reports, &settings.policy);
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        for r in &reports {
+            writeln!(stdout, "{}", serde_json::to_string(r)?)?;
+        }
+    } else if single {
+        write!(
+            stdout,
+            "{}",
+            audit::render(&reports, settings.policy.minimum)
+        )?;
+    } else {
+        write!(
+            stdout,
+            "{}",
+            audit::render_table(&reports, settings.policy.minimum)
+        )?;
+        writeln!(
+            stdout,
+            "\n{} models judged in {} ms{}",
+            reports.len(),
+            t0.elapsed().as_millis(),
+            if failed > 0 {
+                format!("; {failed} manifests could not be judged (above)")
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::AUDIT_REFUSED)

@@ -21,6 +21,9 @@ use super::manifest::EvidenceKind;
 use crate::models::{ModelError, gguf, sha256_file, whisper_ggml};
 
 /// A weight file: where, how big, its hash, and what its own header says.
+/// The largest licence, terms or card file the audit reads.
+pub const MAX_EVIDENCE_BYTES: u64 = 8 << 20;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FileIdentity {
     pub path: String,
@@ -209,12 +212,30 @@ impl HashCache {
         })
     }
 
-    /// Licence analysis of an evidence file, cached by its hash.
+    /// Licence analysis of a licence, terms or card text (at most [`MAX_EVIDENCE_BYTES`]),
+    /// cached by its hash.
     pub fn analyse_evidence(
         &mut self,
         path: &Path,
         kind: EvidenceKind,
     ) -> Result<EvidenceAnalysis, ModelError> {
+        let meta = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?;
+        if !meta.is_file() {
+            return Err(ModelError::Format {
+                path: path.to_path_buf(),
+                reason: "is not a file: a licence text or card is expected here".into(),
+            });
+        }
+        if meta.len() > MAX_EVIDENCE_BYTES {
+            return Err(ModelError::Format {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{} bytes: a licence text or card is at most {} MiB",
+                    meta.len(),
+                    MAX_EVIDENCE_BYTES >> 20
+                ),
+            });
+        }
         let sha256 = sha256_file(path)?;
         let key = format!("{sha256}:{kind:?}");
         if let Some(a) = self.data.evidence.get(&key) {

@@ -46,7 +46,14 @@ impl Licence {
         let name = raw.trim();
         let lower = name.to_ascii_lowercase();
         match lower.as_str() {
-            "" | "undisclosed" | "unknown" | "none" | "n/a" | "not disclosed" => {
+            ""
+            | "undisclosed"
+            | "unknown"
+            | "none"
+            | "n/a"
+            | "not disclosed"
+            | "license not specified"
+            | "pending evaluation" => {
                 return Self::Undisclosed;
             }
             "unlicensed" | "unlicenced" | "no license" | "no licence" => return Self::Unlicensed,
@@ -85,33 +92,52 @@ impl Licence {
         }
     }
 
-    /// Whether this licence is open for content of type `ty`.
-    pub fn is_open_for(&self, ty: ContentType) -> bool {
-        let Some(id) = self.spdx_id() else {
-            return false;
-        };
-        if mof_accepted(id).contains(&ty) {
-            return true;
-        }
-        spdx::license_id(id).is_some_and(|l| l.is_osi_approved())
+    /// sotto's reading of "open terms" (OSAID): what the Model Openness Tool counts as open
+    /// ([`mot_is_open`]), plus the open-data licences its lists leave out ([`OPEN_DATA`]).
+    /// The content type does not decide openness: a code licence on weights is open terms
+    /// (MOF warns about it; see [`type_appropriate`]).
+    pub fn is_open_terms(&self) -> bool {
+        self.spdx_id()
+            .is_some_and(|id| mot_is_open(id) || OPEN_DATA.contains(&id))
+    }
+
+    /// Kept for the evidence checks: open terms, whatever the content type.
+    pub fn is_open_for(&self, _ty: ContentType) -> bool {
+        self.is_open_terms()
     }
 }
 
-impl std::fmt::Display for Licence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Spdx(id) => write!(f, "{id}"),
-            Self::Unlicensed => write!(f, "unlicensed"),
-            Self::Undisclosed => write!(f, "undisclosed"),
-            Self::Other(name) => write!(f, "{name:?} (not an SPDX licence)"),
-        }
-    }
+/// Open-data and open-content licences (Open Definition conformant) that neither the Model
+/// Openness Tool's `mof-licenses.json` nor the SPDX list's OSI/FSF flags mark as open. sotto
+/// counts them as open terms for weights, data and documents; the MOF class, computed exactly
+/// as the Tool computes it, does not, and a note says what they would change.
+pub const OPEN_DATA: &[&str] = &[
+    "ODC-By-1.0",
+    "PDDL-1.0",
+    "CDLA-Sharing-1.0",
+    "CC-BY-1.0",
+    "CC-BY-2.0",
+    "CC-BY-2.5",
+    "CC-BY-3.0",
+    "CC-BY-SA-1.0",
+    "CC-BY-SA-2.0",
+    "CC-BY-SA-2.5",
+    "OGL-UK-3.0",
+    "DL-DE-BY-2.0",
+    "etalab-2.0",
+];
+
+/// One entry of the Model Openness Tool's licence table.
+struct MotEntry {
+    id: String,
+    types: Vec<ContentType>,
+    osi: bool,
+    fsf: bool,
 }
 
-/// Content types the Model Openness Tool accepts a licence for (empty when not listed).
-pub fn mof_accepted(spdx_id: &str) -> Vec<ContentType> {
-    static TABLE: OnceLock<Vec<(String, Vec<ContentType>)>> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
+fn mot_table() -> &'static [MotEntry] {
+    static TABLE: OnceLock<Vec<MotEntry>> = OnceLock::new();
+    TABLE.get_or_init(|| {
         let json: serde_json::Value =
             serde_json::from_str(include_str!("../../assets/mof/mof-licenses.json"))
                 .unwrap_or_default();
@@ -127,7 +153,6 @@ pub fn mof_accepted(spdx_id: &str) -> Vec<ContentType> {
             .unwrap_or_default()
             .iter()
             .filter_map(|l| {
-                let id = l["licenseId"].as_str()?.to_string();
                 let types = match &l["ContentType"] {
                     serde_json::Value::String(s) => parse(s).into_iter().collect(),
                     serde_json::Value::Array(a) => a
@@ -136,15 +161,51 @@ pub fn mof_accepted(spdx_id: &str) -> Vec<ContentType> {
                         .collect(),
                     _ => Vec::new(),
                 };
-                Some((id, types))
+                Some(MotEntry {
+                    id: l["licenseId"].as_str()?.to_string(),
+                    types,
+                    osi: l["isOsiApproved"].as_bool().unwrap_or(false),
+                    fsf: l["isFsfLibre"].as_bool().unwrap_or(false),
+                })
             })
             .collect()
-    });
-    table
+    })
+}
+
+/// Whether the Model Openness Tool counts licence id `id`, exactly as written, as open: on its
+/// open-data or open-content list, OSI-approved or FSF-libre (its own table first, then the
+/// SPDX licence list's flags, as its licence import does). "Apache 2.0" is not an id and is
+/// not open to it.
+pub fn mot_is_open(id: &str) -> bool {
+    if let Some(e) = mot_table().iter().find(|e| e.id == id) {
+        let open_data_or_content = e
+            .types
+            .iter()
+            .any(|t| matches!(t, ContentType::Data | ContentType::Document));
+        return e.osi || e.fsf || open_data_or_content;
+    }
+    spdx::license_id(id)
+        .filter(|l| l.name == id)
+        .is_some_and(|l| l.is_osi_approved() || l.is_fsf_free_libre())
+}
+
+/// Whether the Model Openness Tool lists `id` as a licence for content of type `ty` (a code
+/// licence on a document is open but not type-appropriate: a warning, not a failure).
+pub fn type_appropriate(id: &str, ty: ContentType) -> bool {
+    mot_table()
         .iter()
-        .filter(|(id, _)| id == spdx_id)
-        .flat_map(|(_, t)| t.iter().copied())
-        .collect()
+        .any(|e| e.id == id && e.types.contains(&ty))
+}
+
+impl std::fmt::Display for Licence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spdx(id) => write!(f, "{id}"),
+            Self::Unlicensed => write!(f, "unlicensed"),
+            Self::Undisclosed => write!(f, "undisclosed"),
+            Self::Other(name) => write!(f, "{name:?} (not an SPDX licence)"),
+        }
+    }
 }
 
 /// The result of identifying a licence text.
@@ -396,15 +457,66 @@ mod tests {
     }
 
     #[test]
-    fn openness_follows_content_type_not_the_osi_flag_alone() {
-        // SPDX's isOsiApproved is false for CC0 and CC-BY, yet they are open data/documents.
-        assert!(Licence::from_name("CC0-1.0").is_open_for(ContentType::Data));
-        assert!(Licence::from_name("CC-BY-4.0").is_open_for(ContentType::Document));
-        assert!(Licence::from_name("CDLA-Permissive-2.0").is_open_for(ContentType::Data));
-        // ...but CC-BY is not a code licence.
-        assert!(!Licence::from_name("CC-BY-4.0").is_open_for(ContentType::Code));
-        assert!(Licence::from_name("MIT").is_open_for(ContentType::Data));
-        assert!(!Licence::from_name("CC-BY-NC-4.0").is_open_for(ContentType::Data));
+    fn the_model_openness_tool_counts_its_lists_and_the_osi_and_fsf_flags_as_open() {
+        // Its open-data and open-content lists (SPDX's isOsiApproved is false for these).
+        for id in [
+            "CC0-1.0",
+            "CC-BY-4.0",
+            "CC-BY-SA-3.0",
+            "CDLA-Permissive-2.0",
+            "PDDL-1.0",
+        ] {
+            assert!(mot_is_open(id), "{id}");
+        }
+        // OSI-approved or FSF-libre by the SPDX list, though not in its own table.
+        for id in [
+            "GPL-3.0-only",
+            "BSD-3-Clause",
+            "ODbL-1.0",
+            "LGPL-2.1-or-later",
+        ] {
+            assert!(mot_is_open(id), "{id}");
+        }
+        // Not open to it: no flag, not listed, or not an exact id.
+        for id in [
+            "ODC-By-1.0",
+            "CC-BY-NC-4.0",
+            "OpenRAIL",
+            "Apache 2.0",
+            "apache-2.0",
+            "MIT license",
+            "llama2",
+        ] {
+            assert!(!mot_is_open(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn content_types_are_the_tools_lists_and_a_wrong_one_is_still_open() {
+        assert!(type_appropriate("MIT", ContentType::Code));
+        assert!(type_appropriate("CC-BY-4.0", ContentType::Document));
+        assert!(type_appropriate("CDLA-Permissive-2.0", ContentType::Data));
+        assert!(type_appropriate("Apache-2.0", ContentType::Document));
+        assert!(!type_appropriate("Apache-2.0", ContentType::Data));
+        assert!(!type_appropriate("GPL-3.0-only", ContentType::Document));
+        assert!(Licence::from_name("GPL-3.0-only").is_open_terms());
+    }
+
+    #[test]
+    fn open_data_licences_are_open_terms_to_sotto() {
+        for name in [
+            "ODC-By-1.0",
+            "ODbL-1.0",
+            "CC-BY-4.0",
+            "CC0-1.0",
+            "MIT",
+            "Apache 2.0",
+        ] {
+            assert!(Licence::from_name(name).is_open_terms(), "{name}");
+        }
+        for name in ["CC-BY-NC-4.0", "CC-BY-ND-4.0", "llama2", "OpenRAIL-M"] {
+            assert!(!Licence::from_name(name).is_open_terms(), "{name}");
+        }
     }
 
     #[test]

@@ -94,11 +94,13 @@ pub struct Component {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
+    /// `license_name` in the Model Openness Tool's older files.
+    #[serde(default, alias = "license_name")]
     pub license: Option<String>,
     #[serde(default)]
     pub license_path: Option<String>,
-    #[serde(default)]
+    /// `location` in the older files.
+    #[serde(default, alias = "location")]
     pub component_path: Option<String>,
 }
 
@@ -202,11 +204,60 @@ impl Manifest {
             .unwrap_or(&self.release.name)
     }
 
+    /// A released component by name. The Model Openness Tool's "Component not included"
+    /// marks one that is listed but was not released.
     pub fn component(&self, name: &str) -> Option<&Component> {
-        self.release
-            .components
-            .iter()
-            .find(|c| c.name.trim().eq_ignore_ascii_case(name))
+        self.release.components.iter().find(|c| {
+            c.name.trim().eq_ignore_ascii_case(name)
+                && !c
+                    .license
+                    .as_deref()
+                    .is_some_and(|l| l.trim().eq_ignore_ascii_case("Component not included"))
+        })
+    }
+
+    /// The licence id that applies to a component, as the Model Openness Tool resolves it: the
+    /// component's own `license` when the key is there (empty: none), else the release licence
+    /// for its content type, else the distribution licence. Exactly as written.
+    pub fn licence_raw(&self, component: &Component, ty: ContentType) -> Option<String> {
+        if let Some(own) = &component.license {
+            return Some(own.clone()).filter(|l| !l.is_empty());
+        }
+        let defaults = self.release.license.clone().unwrap_or_default();
+        let by_type = match ty {
+            ContentType::Code => defaults.code,
+            ContentType::Data => defaults.data,
+            ContentType::Document => defaults.document,
+        };
+        [by_type, defaults.distribution]
+            .into_iter()
+            .flatten()
+            .find_map(|np| np.name.filter(|n| !n.is_empty()))
+    }
+
+    /// Where the licence text of a component is said to be: its own `license_path`, else that
+    /// of the release licence it inherits.
+    pub fn licence_path_of(&self, component: &Component, ty: ContentType) -> Option<String> {
+        if component.license.is_some() {
+            return component
+                .license_path
+                .clone()
+                .filter(|p| !p.trim().is_empty());
+        }
+        let defaults = self.release.license.clone().unwrap_or_default();
+        let by_type = match ty {
+            ContentType::Code => defaults.code,
+            ContentType::Data => defaults.data,
+            ContentType::Document => defaults.document,
+        };
+        let inherited = [by_type, defaults.distribution]
+            .into_iter()
+            .flatten()
+            .find(|np| np.name.as_ref().is_some_and(|n| !n.is_empty()));
+        inherited
+            .and_then(|np| np.path)
+            .or_else(|| component.license_path.clone())
+            .filter(|p| !p.trim().is_empty())
     }
 
     /// The licence that applies to a component, per the MOF rule: its own licence, else the

@@ -76,6 +76,12 @@ pub struct EvidenceReport {
     pub kind: EvidenceKind,
     pub found: bool,
     pub analysis: Option<identity::EvidenceAnalysis>,
+    /// The MOF component whose `license_path` or `component_path` named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// Why it was not read (a URL: no network at run time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -131,6 +137,7 @@ impl AuditContext {
             }],
             mof: MofClass::None,
             mof_missing: Vec::new(),
+            mof_warnings: Vec::new(),
             notes: findings.disagreements.clone(),
         };
         Ok(ModelReport {
@@ -195,6 +202,8 @@ impl AuditContext {
                     kind: ev.kind,
                     found: false,
                     analysis: None,
+                    component: None,
+                    unverified: None,
                 });
                 continue;
             }
@@ -211,8 +220,11 @@ impl AuditContext {
                 kind: ev.kind,
                 found: true,
                 analysis: Some(a),
+                component: None,
+                unverified: None,
             });
         }
+        self.read_component_texts(m, base, &mut findings, &mut evidence)?;
         // The licence a GGUF file declares about itself is evidence too.
         for f in &files {
             if let Some(declared) = f.metadata.get("general.license") {
@@ -274,6 +286,111 @@ impl AuditContext {
             admitted: None,
         })
     }
+}
+
+impl AuditContext {
+    /// Reads the licence texts the manifest points to (`license_path`, of a component or of
+    /// the release licence it inherits) and the cards its `component_path` names, and judges
+    /// them like any licence text: a use restriction or a different, less open licence in the
+    /// text overrides the label (the stricter reading, reported). A URL cannot be read here:
+    /// it is reported as unverified and the label alone is judged.
+    fn read_component_texts(
+        &mut self,
+        m: &Manifest,
+        base: &Path,
+        findings: &mut Findings,
+        evidence: &mut Vec<EvidenceReport>,
+    ) -> Result<(), AuditError> {
+        for c in &m.release.components {
+            let ty = verdict::content_type_of(&c.name);
+            let mut texts = Vec::new();
+            if let Some(p) = m.licence_path_of(c, ty) {
+                texts.push((p, EvidenceKind::Licence));
+            }
+            let is_card = ["Model card", "Data card"]
+                .iter()
+                .any(|n| c.name.trim().eq_ignore_ascii_case(n));
+            if is_card && let Some(p) = c.component_path.clone().filter(|p| !is_url(p)) {
+                texts.push((p, EvidenceKind::ModelCard));
+            }
+            for (p, kind) in texts {
+                let mut report = EvidenceReport {
+                    path: p.clone(),
+                    kind,
+                    found: false,
+                    analysis: None,
+                    component: Some(c.name.clone()),
+                    unverified: None,
+                };
+                let path = base.join(&p);
+                if is_url(&p) || !path.exists() {
+                    report.unverified = Some(if is_url(&p) {
+                        "a URL: not read (no network at run time); the label alone is judged".into()
+                    } else {
+                        "not present; the label alone is judged".into()
+                    });
+                    if kind == EvidenceKind::Licence {
+                        findings.unverified.push(verdict::Unverified {
+                            component: c.name.clone(),
+                            path: p.clone(),
+                            why: if is_url(&p) {
+                                "a URL, not read (no network at run time)".into()
+                            } else {
+                                "not there".into()
+                            },
+                        });
+                    }
+                    evidence.push(report);
+                    continue;
+                }
+                let a = self.cache.analyse_evidence(&path, kind)?;
+                let label = m.licence_of(c, ty);
+                if let Some(r) = a.restrictions.first() {
+                    findings.disagreements.push(format!(
+                        "{}: the manifest labels it {label}, but {p} restricts its use ({}); \
+                         the stricter reading applies",
+                        c.name, r.family
+                    ));
+                    findings
+                        .component_overrides
+                        .push((c.name.clone(), Licence::Other(format!("terms in {p}"))));
+                    findings
+                        .restrictions
+                        .extend(a.restrictions.iter().cloned().map(|mut r| {
+                            r.quote = format!("{} ({p})", r.quote);
+                            r
+                        }));
+                } else if let Some(t) = &a.text_match
+                    && Some(t.spdx_id.as_str()) != label.spdx_id()
+                {
+                    let text = Licence::Spdx(t.spdx_id.clone());
+                    let stricter = label.is_open_terms() && !text.is_open_terms();
+                    findings.disagreements.push(format!(
+                        "{}: the manifest labels it {label}, but the text of {p} is {}{}",
+                        c.name,
+                        t.spdx_id,
+                        if stricter {
+                            "; the stricter reading applies"
+                        } else {
+                            ""
+                        }
+                    ));
+                    if stricter {
+                        findings.component_overrides.push((c.name.clone(), text));
+                    }
+                }
+                report.found = true;
+                report.analysis = Some(a);
+                evidence.push(report);
+            }
+        }
+        findings.restrictions.dedup_by(|a, b| a.family == b.family);
+        Ok(())
+    }
+}
+
+fn is_url(p: &str) -> bool {
+    p.contains("://") || p.starts_with("www.")
 }
 
 /// Compares what an evidence file says with the manifest's label for the weights, keeping the
@@ -515,6 +632,13 @@ fn failing(r: &ModelReport) -> String {
 
 /// Human-readable report: a table, then details per model.
 pub fn render(reports: &[ModelReport], policy: Osaid) -> String {
+    let mut out = render_table(reports, policy);
+    out += &render_details(reports);
+    out
+}
+
+/// The summary: a line per model.
+pub fn render_table(reports: &[ModelReport], policy: Osaid) -> String {
     let mut out = format!("openness audit (policy: {policy})\n\n");
     out += &format!(
         "{:<26} {:<12} {:<24} {:<34} {}\n",
@@ -535,6 +659,12 @@ pub fn render(reports: &[ModelReport], policy: Osaid) -> String {
             status
         );
     }
+    out
+}
+
+/// Each model's evidence, elements, notes and remedy.
+fn render_details(reports: &[ModelReport]) -> String {
+    let mut out = String::new();
     for r in reports {
         out += &format!("\n{} — {}\n", r.id, r.name);
         for f in &r.files {
@@ -559,6 +689,9 @@ pub fn render(reports: &[ModelReport], policy: Osaid) -> String {
                 "  MOF       next class needs: {}\n",
                 r.judgement.mof_missing.join("; ")
             );
+        }
+        for w in &r.judgement.mof_warnings {
+            out += &format!("  warning   {w}\n");
         }
         for ev in &r.evidence {
             let what = match (&ev.analysis, ev.found) {

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::licence::{ContentType, Licence, Restriction};
+use super::licence::{self, ContentType, Licence, Restriction};
 use super::manifest::Manifest;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -79,6 +79,41 @@ pub struct Findings {
     pub disagreements: Vec<String>,
     /// Set when evidence shows the parameters' licence is not the manifest's label.
     pub parameters_licence_override: Option<Licence>,
+    /// Components whose licence text (`license_path`) showed stricter terms than their label:
+    /// the stricter reading applies.
+    pub component_overrides: Vec<(String, Licence)>,
+    /// Components whose licence text could not be read here (a URL: no network at run
+    /// time; or a path that is not there), with the path and why: judged on their label
+    /// alone, which proves openness only as an exact SPDX id.
+    pub unverified: Vec<Unverified>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Unverified {
+    pub component: String,
+    pub path: String,
+    pub why: String,
+}
+
+impl Findings {
+    fn is_unverified(&self, component: &str) -> bool {
+        self.unverified
+            .iter()
+            .any(|u| u.component.eq_ignore_ascii_case(component))
+    }
+
+    /// What the evidence says the component's licence really is, when it overrides the label.
+    fn override_for(&self, component: &str) -> Option<&Licence> {
+        if component == "Model parameters (Final)"
+            && let Some(l) = &self.parameters_licence_override
+        {
+            return Some(l);
+        }
+        self.component_overrides
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(component))
+            .map(|(_, l)| l)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -88,6 +123,8 @@ pub struct Judgement {
     pub mof: MofClass,
     /// Missing or closed components for the next MOF class up.
     pub mof_missing: Vec<String>,
+    /// Open licences of the wrong content type (the Model Openness Tool warns, and counts them).
+    pub mof_warnings: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -98,25 +135,52 @@ const CODE_FOR_OSAID: &[&str] = &[
     "Data preprocessing code",
 ];
 
-const CLASS_III: &[(&str, ContentType)] = &[
-    ("Model architecture", ContentType::Code),
-    ("Model parameters (Final)", ContentType::Data),
-    ("Model card", ContentType::Document),
-    ("Data card", ContentType::Document),
-    ("Technical report", ContentType::Document),
-    ("Evaluation results", ContentType::Document),
-];
-const CLASS_II: &[(&str, ContentType)] = &[
-    ("Training code", ContentType::Code),
-    ("Inference code", ContentType::Code),
-    ("Evaluation code", ContentType::Code),
-    ("Evaluation data", ContentType::Data),
-];
-const CLASS_I: &[(&str, ContentType)] = &[
-    ("Datasets", ContentType::Data),
-    ("Data preprocessing code", ContentType::Code),
-    ("Model parameters (Intermediate)", ContentType::Data),
-    ("Research paper", ContentType::Document),
+/// One MOF component, as the Model Openness Tool's `mof.settings.yml` defines it.
+struct MofComponent {
+    name: &'static str,
+    ty: ContentType,
+    /// The lowest class that requires it (3 = Class III … 1 = Class I).
+    class: u8,
+    required: bool,
+}
+
+const fn comp(name: &'static str, ty: ContentType, class: u8, required: bool) -> MofComponent {
+    MofComponent {
+        name,
+        ty,
+        class,
+        required,
+    }
+}
+
+const MOF_COMPONENTS: &[MofComponent] = &[
+    comp("Model architecture", ContentType::Code, 3, true),
+    comp("Model parameters (Final)", ContentType::Data, 3, true),
+    comp("Evaluation results", ContentType::Document, 3, true),
+    comp("Model card", ContentType::Document, 3, true),
+    comp("Data card", ContentType::Document, 3, true),
+    comp("Technical report", ContentType::Document, 3, true),
+    comp("Sample model outputs", ContentType::Document, 3, false),
+    comp("Training code", ContentType::Code, 2, true),
+    comp("Inference code", ContentType::Code, 2, true),
+    comp("Evaluation code", ContentType::Code, 2, true),
+    comp("Evaluation data", ContentType::Data, 2, true),
+    comp(
+        "Supporting libraries and tools",
+        ContentType::Code,
+        2,
+        false,
+    ),
+    comp("Datasets", ContentType::Data, 1, true),
+    comp("Data preprocessing code", ContentType::Code, 1, true),
+    comp(
+        "Model parameters (Intermediate)",
+        ContentType::Data,
+        1,
+        true,
+    ),
+    comp("Model metadata", ContentType::Data, 1, false),
+    comp("Research paper", ContentType::Document, 1, true),
 ];
 
 /// Licence names that are field-of-use licences by family, whatever text accompanies them.
@@ -148,12 +212,22 @@ fn component_licence(m: &Manifest, name: &str, ty: ContentType) -> Option<Licenc
     m.component(name).map(|c| m.licence_of(c, ty))
 }
 
-/// Is the component present and open for its type?
-fn open_component(m: &Manifest, name: &str, ty: ContentType) -> Result<Licence, String> {
-    match component_licence(m, name, ty) {
-        None => Err(format!("{name}: not released")),
-        Some(l) if l.is_open_for(ty) => Ok(l),
-        Some(l) => Err(format!("{name}: {l}")),
+/// Is the component present and under open terms (sotto's reading, evidence applied)?
+fn open_component(
+    m: &Manifest,
+    findings: &Findings,
+    name: &str,
+    ty: ContentType,
+) -> Result<Licence, String> {
+    let licence = match (component_licence(m, name, ty), findings.override_for(name)) {
+        (None, _) => return Err(format!("{name}: not released")),
+        (Some(_), Some(stricter)) if !stricter.is_open_terms() => stricter.clone(),
+        (Some(l), _) => l,
+    };
+    if licence.is_open_terms() {
+        Ok(licence)
+    } else {
+        Err(format!("{name}: {licence}"))
     }
 }
 
@@ -182,13 +256,28 @@ pub fn judge(m: &Manifest, findings: &Findings) -> Judgement {
     }
     restricted.dedup();
 
+    let params_raw = m
+        .component("Model parameters (Final)")
+        .and_then(|c| m.licence_raw(c, ContentType::Data));
+    let label_only_free_text = findings.parameters_licence_override.is_none()
+        && findings.is_unverified("Model parameters (Final)")
+        && params.as_ref().and_then(Licence::spdx_id) != params_raw.as_deref();
     let parameters = match &params {
+        Some(_) if label_only_free_text => Element {
+            name: "Parameters",
+            ok: false,
+            reason: format!(
+                "weights labelled {:?}, not an SPDX id, and their licence text cannot be read \
+                 here: the label proves no licence",
+                params_raw.unwrap_or_default()
+            ),
+        },
         None => Element {
             name: "Parameters",
             ok: false,
             reason: "weights not released".into(),
         },
-        Some(l) if l.is_open_for(ContentType::Data) => Element {
+        Some(l) if l.is_open_terms() => Element {
             name: "Parameters",
             ok: true,
             reason: format!("weights under {l}"),
@@ -201,7 +290,7 @@ pub fn judge(m: &Manifest, findings: &Findings) -> Judgement {
     };
     let code_missing: Vec<String> = CODE_FOR_OSAID
         .iter()
-        .filter_map(|n| open_component(m, n, ContentType::Code).err())
+        .filter_map(|n| open_component(m, findings, n, ContentType::Code).err())
         .collect();
     let code = Element {
         name: "Code",
@@ -233,13 +322,29 @@ pub fn judge(m: &Manifest, findings: &Findings) -> Judgement {
             reason: restricted.join("; "),
         });
     }
-    let (mof, mof_missing) = mof_class(m, findings, &mut notes);
+    let mof = mof_class(m, findings, data_information(m).ok);
+    notes.extend(mof.notes);
     notes.extend(findings.disagreements.iter().cloned());
+    // One note per licence path that could not be read, naming the components it covers.
+    let mut paths: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+    for u in &findings.unverified {
+        match paths.iter_mut().find(|(p, _, _)| *p == u.path) {
+            Some((_, _, comps)) => comps.push(&u.component),
+            None => paths.push((&u.path, &u.why, vec![&u.component])),
+        }
+    }
+    for (path, why, comps) in paths {
+        notes.push(format!(
+            "unverified: the licence text {path} is {why}; {} judged on the label alone",
+            comps.join(", ")
+        ));
+    }
     Judgement {
         osaid,
         elements,
-        mof,
-        mof_missing,
+        mof: mof.class,
+        mof_missing: mof.missing,
+        mof_warnings: mof.warnings,
         notes,
     }
 }
@@ -275,77 +380,216 @@ fn data_information(m: &Manifest) -> Element {
     }
 }
 
-fn content_type_of(name: &str) -> ContentType {
-    CLASS_III
+pub(crate) fn content_type_of(name: &str) -> ContentType {
+    MOF_COMPONENTS
         .iter()
-        .chain(CLASS_II)
-        .chain(CLASS_I)
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .unwrap_or(match name {
-            "Model metadata" => ContentType::Data,
-            "Sample model outputs" => ContentType::Document,
-            _ => ContentType::Code,
-        })
+        .find(|c| c.name.eq_ignore_ascii_case(name.trim()))
+        .map(|c| c.ty)
+        .unwrap_or(ContentType::Code)
 }
 
-fn mof_class(
+/// How a component stands for MOF.
+#[derive(Clone, Debug, PartialEq)]
+enum Status {
+    Missing,
+    /// Under an open licence; `type_ok` when the licence is one for its content type.
+    Included {
+        licence: String,
+        type_ok: bool,
+    },
+    Unlicensed,
+    NotOpen(String),
+}
+
+/// Whose rules decide what an open licence is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// The Model Openness Tool's, exactly: ids as written, its lists and flags.
+    Tool,
+    /// sotto's: free-text names normalised, open-data licences off the Tool's lists counted
+    /// as open, a model card that documents the data standing in for the data card.
+    Sotto,
+}
+
+fn status(m: &Manifest, findings: &Findings, c: &MofComponent, reading: Reading) -> Status {
+    let Some(component) = m.component(c.name) else {
+        return Status::Missing;
+    };
+    if let Some(stricter) = findings.override_for(c.name)
+        && !stricter.is_open_terms()
+    {
+        return Status::NotOpen(stricter.to_string());
+    }
+    let Some(raw) = m.licence_raw(component, c.ty) else {
+        return Status::Unlicensed;
+    };
+    let (id, open) = match reading {
+        Reading::Tool => (raw.clone(), licence::mot_is_open(&raw)),
+        Reading::Sotto => match Licence::from_name(&raw) {
+            Licence::Spdx(id) => {
+                // A label whose text cannot be read proves openness only as an exact id.
+                let unverified = findings.is_unverified(c.name);
+                let open = Licence::Spdx(id.clone()).is_open_terms() && (!unverified || id == raw);
+                (id, open)
+            }
+            Licence::Unlicensed => return Status::Unlicensed,
+            other => (other.to_string(), false),
+        },
+    };
+    if open {
+        let type_ok = licence::type_appropriate(&id, c.ty)
+            || (reading == Reading::Sotto
+                && c.ty != ContentType::Code
+                && licence::OPEN_DATA.contains(&id.as_str()));
+        Status::Included {
+            licence: id,
+            type_ok,
+        }
+    } else if raw.trim().eq_ignore_ascii_case("unlicensed") {
+        Status::Unlicensed
+    } else {
+        Status::NotOpen(raw)
+    }
+}
+
+struct MofResult {
+    class: MofClass,
+    missing: Vec<String>,
+    warnings: Vec<String>,
+    notes: Vec<String>,
+}
+
+/// The class one reading gives, and what the next class up lacks.
+fn classify(
     m: &Manifest,
     findings: &Findings,
-    notes: &mut Vec<String>,
+    reading: Reading,
+    data_information: bool,
 ) -> (MofClass, Vec<String>) {
-    let di_complete = data_information(m).ok;
-    let check = |(name, ty): &(&str, ContentType), notes: &mut Vec<String>| -> Result<(), String> {
-        let mut result = open_component(m, name, *ty);
-        if *name == "Model parameters (Final)"
-            && let Some(l) = &findings.parameters_licence_override
-            && !l.is_open_for(*ty)
-        {
-            result = Err(format!("{name}: {l}"));
-        }
-        match (result, *name) {
-            (Ok(_), _) => Ok(()),
-            // A model card that carries the data information stands in for a data card.
-            (Err(e), "Data card") => {
-                if di_complete && open_component(m, "Model card", ContentType::Document).is_ok() {
-                    notes.push("MOF: the model card stands in for the data card".into());
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-            // A research paper stands in for a technical report.
-            (Err(e), "Technical report") => {
-                if open_component(m, "Research paper", ContentType::Document).is_ok() {
-                    notes.push("MOF: the research paper stands in for the technical report".into());
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-            (Err(e), _) => Err(e),
-        }
+    let statuses: Vec<(&MofComponent, Status)> = MOF_COMPONENTS
+        .iter()
+        .map(|c| (c, status(m, findings, c, reading)))
+        .collect();
+    let included = |name: &str| {
+        statuses
+            .iter()
+            .any(|(c, s)| c.name == name && matches!(s, Status::Included { .. }))
     };
-    let restricted = !findings.restrictions.is_empty();
+    let why = |c: &MofComponent, s: &Status| match s {
+        Status::Missing => format!("{}: not released", c.name),
+        Status::Unlicensed => format!("{}: unlicensed", c.name),
+        Status::NotOpen(l) => format!("{}: {l} is not an open licence", c.name),
+        Status::Included { .. } => String::new(),
+    };
     let mut class = MofClass::None;
-    for (level, comps) in [
-        (MofClass::III, CLASS_III),
-        (MofClass::II, CLASS_II),
-        (MofClass::I, CLASS_I),
-    ] {
-        let missing: Vec<String> = comps.iter().filter_map(|c| check(c, notes).err()).collect();
-        if !missing.is_empty() || restricted {
-            let mut missing = missing;
-            if restricted {
-                missing.push("a field-of-use restriction applies".into());
+    for (level, number) in [(MofClass::III, 3), (MofClass::II, 2), (MofClass::I, 1)] {
+        let mut lacking = Vec::new();
+        for (c, s) in statuses
+            .iter()
+            .filter(|(c, _)| c.required && c.class >= number)
+        {
+            if matches!(s, Status::Included { .. }) {
+                continue;
             }
-            notes.dedup();
-            return (class, missing);
+            // The research paper may stand in for the technical report (the Tool's only
+            // substitution).
+            if c.name == "Technical report" && included("Research paper") {
+                continue;
+            }
+            if reading == Reading::Sotto
+                && c.name == "Data card"
+                && data_information
+                && included("Model card")
+            {
+                continue;
+            }
+            lacking.push(why(c, s));
+        }
+        if !lacking.is_empty() {
+            return (class, lacking);
         }
         class = level;
     }
-    notes.dedup();
     (class, Vec::new())
+}
+
+fn mof_class(m: &Manifest, findings: &Findings, data_information: bool) -> MofResult {
+    let (class, missing) = classify(m, findings, Reading::Tool, data_information);
+    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    let mut substituted = false;
+    for c in MOF_COMPONENTS {
+        match status(m, findings, c, Reading::Tool) {
+            Status::Included { licence, type_ok } if !type_ok => warnings.push(format!(
+                "{} is under {licence}, which the MOF does not list for {}: an open licence \
+                 of the wrong type (counted, with this warning)",
+                c.name,
+                type_name(c.ty)
+            )),
+            Status::Missing if c.name == "Technical report" => {
+                substituted = m.component("Research paper").is_some();
+            }
+            _ => {}
+        }
+    }
+    if substituted && class >= MofClass::III {
+        notes.push("MOF: the research paper stands in for the technical report".into());
+    }
+    // Where sotto's reading differs, it says so beside the class, never by changing it.
+    let (sotto_class, _) = classify(m, findings, Reading::Sotto, data_information);
+    if sotto_class > class {
+        let mut reasons = Vec::new();
+        let needed = match sotto_class {
+            MofClass::I => 1,
+            MofClass::II => 2,
+            _ => 3,
+        };
+        for c in MOF_COMPONENTS.iter().filter(|c| c.class >= needed) {
+            let tool = status(m, findings, c, Reading::Tool);
+            let ours = status(m, findings, c, Reading::Sotto);
+            let (Status::Included { licence, .. }, false) =
+                (&ours, matches!(tool, Status::Included { .. }))
+            else {
+                continue;
+            };
+            let raw = m
+                .component(c.name)
+                .and_then(|comp| m.licence_raw(comp, c.ty))
+                .unwrap_or_default();
+            if raw != *licence {
+                reasons.push(format!("{}'s \"{raw}\" read as {licence}", c.name));
+            } else if licence::OPEN_DATA.contains(&licence.as_str()) {
+                reasons.push(format!(
+                    "{} under {licence}, an open-data licence the Tool's lists do not carry",
+                    c.name
+                ));
+            }
+        }
+        if m.component("Data card").is_none()
+            && data_information
+            && m.component("Model card").is_some()
+        {
+            reasons.push("the model card documenting the data in place of a data card".into());
+        }
+        notes.push(format!(
+            "MOF: by the Model Openness Tool's rules {class}; with {}, it would be {sotto_class}",
+            reasons.join(", and ")
+        ));
+    }
+    MofResult {
+        class,
+        missing,
+        warnings,
+        notes,
+    }
+}
+
+fn type_name(ty: ContentType) -> &'static str {
+    match ty {
+        ContentType::Code => "code",
+        ContentType::Data => "data",
+        ContentType::Document => "documents",
+    }
 }
 
 /// Caps a judgement by its base model's: a fine-tune is no more open than what it came from.

@@ -183,17 +183,25 @@ fn changed_bytes_void_identity_and_exception() {
     assert!(text.contains("REFUSED"), "{text}");
 }
 
-fn judge_fixture(name: &str) -> (Osaid, MofClass, Vec<String>) {
+/// A fixture's report: judged as `sotto audit --manifest` judges it.
+fn judge(name: &str) -> sotto::audit::ModelReport {
     let path = repo().join("tests/fixtures/mof").join(name);
     let m = Manifest::read(&path).unwrap();
     let mut ctx = AuditContext {
         models_dir: repo(),
         cache: HashCache::in_memory(),
     };
-    let r = ctx
-        .audit_manifest(&m, path.parent().unwrap(), &mut Vec::new())
-        .unwrap();
+    ctx.audit_manifest(&m, path.parent().unwrap(), &mut Vec::new())
+        .unwrap()
+}
+
+fn judge_fixture(name: &str) -> (Osaid, MofClass, Vec<String>) {
+    let r = judge(name);
     (r.judgement.osaid, r.judgement.mof, r.judgement.notes)
+}
+
+fn has(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|n| n.contains(needle))
 }
 
 #[test]
@@ -201,27 +209,250 @@ fn mof_classes_from_fixtures() {
     let (osaid, mof, notes) = judge_fixture("class-1.yml");
     assert_eq!((osaid, mof), (Osaid::OpenSource, MofClass::I));
     assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("research paper stands in for the technical report")),
+        has(&notes, "research paper stands in for the technical report"),
         "{notes:?}"
     );
-
     assert_eq!(judge_fixture("class-2.yml").1, MofClass::II);
-
-    let (_, mof, notes) = judge_fixture("class-3.yml");
-    assert_eq!(mof, MofClass::III);
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("model card stands in for the data card")),
-        "{notes:?}"
-    );
-
+    assert_eq!(judge_fixture("class-3.yml").1, MofClass::III);
     assert_eq!(judge_fixture("class-none.yml").1, MofClass::None);
-
     let (osaid, mof, _) = judge_fixture("class-restricted.yml");
     assert_eq!((osaid, mof), (Osaid::Restricted, MofClass::None));
+}
+
+#[test]
+fn a_research_paper_stands_in_for_the_technical_report() {
+    let (_, mof, notes) = judge_fixture("research-paper-no-technical-report.yml");
+    assert_eq!(mof, MofClass::I);
+    assert!(
+        has(&notes, "research paper stands in for the technical report"),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn a_model_card_does_not_stand_in_for_the_data_card_but_a_note_says_what_it_would_give() {
+    let (_, mof, notes) = judge_fixture("model-card-no-data-card.yml");
+    assert_eq!(mof, MofClass::None, "the Tool has no such substitution");
+    assert!(
+        has(&notes, "model card documenting the data") && has(&notes, "it would be Class III"),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn open_content_and_open_data_licences_are_open() {
+    // CC-BY-4.0 on the datasets: open (on the Tool's open-content list), of the wrong type
+    // for data: a warning, and Class I stands.
+    let r = judge("cc-by-datasets.yml");
+    assert_eq!(
+        (r.judgement.osaid, r.judgement.mof),
+        (Osaid::OpenSource, MofClass::I)
+    );
+    assert!(
+        has(&r.judgement.mof_warnings, "Datasets is under CC-BY-4.0"),
+        "{:?}",
+        r.judgement.mof_warnings
+    );
+    // CC-BY-4.0 on the weights: open terms; open source; Class I with a warning.
+    let r = judge("cc-by-weights.yml");
+    assert_eq!(
+        (r.judgement.osaid, r.judgement.mof),
+        (Osaid::OpenSource, MofClass::I)
+    );
+    assert!(has(
+        &r.judgement.mof_warnings,
+        "Model parameters (Final) is under CC-BY-4.0"
+    ));
+    // ODC-By-1.0 on the datasets: open data to sotto and to OSAID; the Tool's lists do not
+    // carry it, so its rules stop at Class II, and the note says what it would be.
+    let (osaid, mof, notes) = judge_fixture("odc-by-datasets.yml");
+    assert_eq!((osaid, mof), (Osaid::OpenSource, MofClass::II));
+    assert!(
+        has(&notes, "Datasets under ODC-By-1.0") && has(&notes, "it would be Class I"),
+        "{notes:?}"
+    );
+    // Weights and data under ODC-By-1.0 (as OLMo's manifest has them): open source, as OSI
+    // validated OLMo; by the Tool's rules no class, with the note.
+    let (osaid, mof, notes) = judge_fixture("odc-by-weights-and-data.yml");
+    assert_eq!((osaid, mof), (Osaid::OpenSource, MofClass::None));
+    assert!(
+        has(&notes, "Model parameters (Final) under ODC-By-1.0") && has(&notes, "Class I"),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn a_licence_of_the_wrong_type_is_a_warning_not_a_failure() {
+    let r = judge("gpl-document.yml");
+    assert_eq!(r.judgement.mof, MofClass::I);
+    assert!(
+        has(
+            &r.judgement.mof_warnings,
+            "Technical report is under GPL-3.0-only"
+        ),
+        "{:?}",
+        r.judgement.mof_warnings
+    );
+}
+
+#[test]
+fn free_text_licence_names_are_not_ids_and_a_note_says_what_they_would_give() {
+    let (osaid, mof, notes) = judge_fixture("free-text-names.yml");
+    assert_eq!(mof, MofClass::None, "the Tool accepts exact ids only");
+    assert!(
+        has(&notes, "\"Apache 2.0\" read as Apache-2.0")
+            && has(&notes, "\"MIT license\" read as MIT")
+            && has(&notes, "it would be Class I"),
+        "{notes:?}"
+    );
+    assert_eq!(
+        osaid,
+        Osaid::OpenSource,
+        "OSAID reads the names as sotto does"
+    );
+}
+
+#[test]
+fn a_licence_path_to_a_restricted_text_under_an_apache_label_is_restricted() {
+    let r = judge("licence-path/restricted.yml");
+    assert_eq!(r.judgement.osaid, Osaid::Restricted);
+    assert!(r.judgement.mof < MofClass::III, "{}", r.judgement.mof);
+    assert!(
+        has(
+            &r.judgement.notes,
+            "Model parameters (Final): the manifest labels it Apache-2.0, but WEIGHTS-LICENSE restricts its use"
+        ),
+        "{:?}",
+        r.judgement.notes
+    );
+    assert!(
+        r.findings
+            .restrictions
+            .iter()
+            .any(|x| x.quote.contains("You agree not to use the Model")),
+        "the clause is quoted: {:?}",
+        r.findings.restrictions
+    );
+    let ev = r
+        .evidence
+        .iter()
+        .find(|e| e.path == "WEIGHTS-LICENSE")
+        .expect("the text is reported as evidence");
+    assert!(ev.found);
+    assert_eq!(ev.component.as_deref(), Some("Model parameters (Final)"));
+}
+
+#[test]
+fn a_licence_path_that_is_a_url_is_unverified_and_the_label_alone_is_judged() {
+    // An exact id: it stands, marked unverified.
+    let r = judge("licence-path/url.yml");
+    assert_eq!(r.judgement.osaid, Osaid::OpenSource);
+    assert!(
+        has(
+            &r.judgement.notes,
+            "https://example.org/LICENSE is a URL, not read"
+        ),
+        "{:?}",
+        r.judgement.notes
+    );
+    let ev = r
+        .evidence
+        .iter()
+        .find(|e| e.path == "https://example.org/LICENSE")
+        .unwrap();
+    assert!(!ev.found && ev.unverified.is_some(), "{ev:?}");
+    // A free-text label with no readable text proves no licence.
+    let r = judge("licence-path/url-free-text.yml");
+    assert_eq!(
+        r.judgement.osaid,
+        Osaid::Unknown,
+        "{:?}",
+        r.judgement.elements
+    );
+    // The same label with the Apache-2.0 text beside it: the text proves it.
+    let r = judge("licence-path/text-proves-free-text.yml");
+    assert_eq!(r.judgement.osaid, Osaid::OpenSource);
+    let ev = r
+        .evidence
+        .iter()
+        .find(|e| e.path == "APACHE-2.0.txt")
+        .unwrap();
+    assert_eq!(
+        ev.analysis
+            .as_ref()
+            .unwrap()
+            .text_match
+            .as_ref()
+            .unwrap()
+            .spdx_id,
+        "Apache-2.0"
+    );
+}
+
+#[test]
+fn a_manifest_collection_is_judged_in_one_run_a_line_per_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = repo().join("tests/fixtures/mof");
+    let out = run(sotto_in(dir.path())
+        .args(["audit", "--json", "--manifest"])
+        .arg(fixtures.join("osi"))
+        .arg(fixtures.join("class-1.yml")));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() >= 7, "{}", stdout(&out));
+    // Below-policy models among them: the run is a refusal (3), not an error.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = run(sotto_in(dir.path())
+        .args(["audit", "--manifest"])
+        .arg(fixtures.join("osi")));
+    let table = stdout(&text);
+    let rows = table
+        .lines()
+        .filter(|l| l.ends_with("loads") || l.ends_with("REFUSED"))
+        .count();
+    assert_eq!(rows, lines.len() - 1, "{table}");
+    assert!(table.contains("models judged in"), "{table}");
+    // A broken manifest in a collection is named; the others are still judged.
+    std::fs::write(dir.path().join("broken.yml"), "framework: [").unwrap();
+    std::fs::copy(fixtures.join("class-1.yml"), dir.path().join("good.yml")).unwrap();
+    let out = run(sotto_in(dir.path())
+        .args(["audit", "--manifest"])
+        .arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("broken.yml"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("class-1"), "{}", stdout(&out));
+}
+
+#[test]
+fn osis_validated_models_get_osis_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sotto_in(dir.path())
+        .args(["audit", "--json", "--manifest"])
+        .arg(repo().join("tests/fixtures/mof/osi")));
+    let mut seen = 0;
+    for line in stdout(&out).lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (name, osaid) = (
+            r["name"].as_str().unwrap(),
+            r["judgement"]["osaid"].as_str().unwrap(),
+        );
+        let passes = ["Amber", "CrystalCoder", "T5"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if passes {
+            assert_eq!(osaid, "open-source", "{name}: {}", r["judgement"]);
+        } else {
+            assert_ne!(
+                osaid, "open-source",
+                "{name} fails OSAID: {}",
+                r["judgement"]
+            );
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 6, "{}", stdout(&out));
 }
 
 #[test]
