@@ -43,6 +43,12 @@ pub struct Cli {
     /// Lowest openness that may load, overriding the config (open-source or open-weight).
     #[arg(long, global = true, value_name = "POLICY")]
     pub policy: Option<String>,
+    /// Speech recogniser for this run: a registry id, an added model's name, or its directory.
+    #[arg(long, global = true, value_name = "MODEL")]
+    pub stt_model: Option<String>,
+    /// Language model for this run: a registry id, an added model's name, or its directory.
+    #[arg(long, global = true, value_name = "MODEL")]
+    pub llm_model: Option<String>,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -301,8 +307,30 @@ pub struct TranscribeArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
-    /// Show every pinned model file: size, sha256 and whether it verifies.
+    /// Show what each role uses, every pinned model file (size, sha256, verified or not) and
+    /// the models you added.
     List,
+    /// Add a model you brought: detected, converted in Rust, recorded with its sha256 in your
+    /// data directory, and judged by the openness audit at once.
+    Add {
+        /// A whisper.cpp ggml file, an OpenAI-format Whisper .pt checkpoint, a CTranslate2
+        /// Whisper directory, a llama-architecture GGUF, or a Piper voice (.onnx beside its
+        /// .onnx.json).
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// A MOF manifest describing the model (kept beside it, pinned to the written bytes).
+        #[arg(long, value_name = "FILE.yml")]
+        manifest: Option<PathBuf>,
+        /// The role it is for (checked against what the file is).
+        #[arg(long, value_enum)]
+        role: Option<models::user::Role>,
+        /// Its name in sotto (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Whisper's tokenizer.json, for a .pt checkpoint (default: the quick-start English one).
+        #[arg(long, value_name = "FILE")]
+        tokenizer: Option<PathBuf>,
+    },
     /// Convert the fetched models into the formats sotto loads (Rust, no Python).
     Import {
         /// Convert again even when the outputs already verify.
@@ -333,12 +361,35 @@ pub fn run() -> anyhow::Result<ExitCode> {
     // The flags every command shares; each command adds its own before resolving.
     let global = Flags {
         policy: cli.policy.clone(),
+        stt_model: cli.stt_model.clone(),
+        llm_model: cli.llm_model.clone(),
         ..Flags::default()
     };
     match cli.command.unwrap_or(Command::Agent(AgentArgs::default())) {
         Command::Agent(args) => agent(&models, &file, global, args),
         Command::Transcribe(args) => transcribe(&models, &file, global, args),
-        Command::Models(ModelsCommand::List) => models_list(&models),
+        Command::Models(ModelsCommand::List) => {
+            let settings = Settings::resolve(&file, &global)?;
+            models_list(&models, &settings)
+        }
+        Command::Models(ModelsCommand::Add {
+            path,
+            manifest,
+            role,
+            name,
+            tokenizer,
+        }) => {
+            let settings = Settings::resolve(&file, &global)?;
+            let opts = models::user::AddOptions {
+                name,
+                role,
+                manifest: manifest.as_deref(),
+                tokenizer: tokenizer.as_deref(),
+                default_tokenizer: Some(models.path("whisper-tiny.en-ct2/tokenizer.json"))
+                    .filter(|p| p.is_file()),
+            };
+            models_add(&models, &settings, &path, &opts)
+        }
         Command::Models(ModelsCommand::Import { force }) => models_import(&models, force),
         Command::Audit(args) => audit_command(&models, &mut file, global, args),
         Command::Chat(args) => chat(&models, &file, global, args),
@@ -664,8 +715,12 @@ fn whisper_model(
     models: &ModelsDir,
     cache: &mut HashCache,
     flag: Option<PathBuf>,
+    role_id: &str,
 ) -> anyhow::Result<PathBuf> {
-    let path = flag.unwrap_or_else(|| models.path(models::WHISPER_GGML));
+    let path = match flag {
+        Some(p) => p,
+        None => model_weight(models, "stt", role_id)?,
+    };
     if let Some(pin) = models.pin_for(&path) {
         models::verify_file_hashed(&path, &pin, || Ok(cache.identify(&path, &pin.dest)?.sha256))?;
     } else if !path.exists() {
@@ -700,7 +755,12 @@ fn transcribe(
     }
     let outputs = output_paths(&args)?;
     let mut audit_ctx = AuditContext::new(&models.root);
-    let model_path = whisper_model(models, &mut audit_ctx.cache, args.model.clone())?;
+    let model_path = whisper_model(
+        models,
+        &mut audit_ctx.cache,
+        args.model.clone(),
+        &settings.models.stt,
+    )?;
     let model_id = match &args.model {
         Some(path) => path.display().to_string(),
         None => settings.models.stt.clone(),
@@ -844,7 +904,63 @@ fn write_new_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn models_list(models: &ModelsDir) -> anyhow::Result<ExitCode> {
+/// `sotto models add`: imports the model, then judges it at once.
+fn models_add(
+    models: &ModelsDir,
+    settings: &Settings,
+    path: &Path,
+    opts: &models::user::AddOptions,
+) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let mut last = 0;
+    let (dir, record) = models::user::add(path, opts, |what, done, total| {
+        let pct = done * 100 / total.max(1);
+        if pct >= last + 10 || done == total {
+            last = pct;
+            eprintln!("{what} {}: {pct}%", path.display());
+        }
+    })?;
+    eprintln!(
+        "added {} ({} model, {:?}) in {} ms: {}",
+        record.name,
+        record.role,
+        record.format,
+        t0.elapsed().as_millis(),
+        dir.display()
+    );
+    for f in &record.files {
+        eprintln!("  {} sha256 {}", f.path, f.sha256);
+    }
+    eprintln!(
+        "  from {} sha256 {}",
+        record.source.path, record.source.sha256
+    );
+    let mut ctx = AuditContext::new(&models.root);
+    let mut reports = vec![ctx.audit_id(&record.name)?];
+    ctx.cache.save();
+    let ok = audit::apply(&mut reports, &settings.policy);
+    print!("{}", audit::render(&reports, settings.policy.minimum));
+    println!(
+        "\nuse it: [models] {} = \"{}\" in the config, or --{}-model {} (--voice for a voice)",
+        record.role, record.name, record.role, record.name
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::AUDIT_REFUSED)
+    })
+}
+
+fn models_list(models: &ModelsDir, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let m = &settings.models;
+    for (role, id) in [("stt", &m.stt), ("llm", &m.llm), ("tts", &m.tts)] {
+        let where_ = match model_weight(models, role, id) {
+            Ok(p) => p.display().to_string(),
+            Err(e) => format!("NOT USABLE: {e:#}"),
+        };
+        println!("{role:<4} {id:<28} {where_}");
+    }
+    println!();
     println!("models directory: {}", models.root.display());
     let mut bad = 0;
     let platform_runtime = runtime_set();
@@ -940,6 +1056,42 @@ fn models_import(models: &ModelsDir, force: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// The first weight file of a registry model (the file its engine loads).
+/// The file an engine loads for `role`, whose model is `id`: a registry id (its file in the
+/// models directory), or a model added with `sotto models add` (by name or directory),
+/// checked against the sha256 recorded when it was added.
+fn model_weight(models: &ModelsDir, role: &str, id: &str) -> anyhow::Result<PathBuf> {
+    if audit::manifest::registry_manifest(id).is_some() {
+        return registry_weight(models, id).with_context(|| format!("the {role} model {id}"));
+    }
+    let Some((dir, record)) = models::user::find(id) else {
+        bail!(
+            "the {role} model {id:?} is neither a registry id, nor a model added with \
+             `sotto models add` ({}), nor a directory holding one",
+            models::user::user_models_dir().display()
+        );
+    };
+    let f = record
+        .files
+        .first()
+        .with_context(|| format!("the {role} model {id}: its model.toml lists no file"))?;
+    let path = dir.join(&f.path);
+    let got = models::sha256_file(&path).with_context(|| {
+        format!(
+            "the {role} model {id}: {} is missing or unreadable",
+            path.display()
+        )
+    })?;
+    if got != f.sha256 {
+        bail!(
+            "the {role} model {id}: {} has sha256 {got}, not the {} recorded when it was added: \
+             the file changed or is damaged; add it again",
+            path.display(),
+            f.sha256
+        );
+    }
+    Ok(path)
+}
+
 fn registry_weight(models: &ModelsDir, id: &str) -> anyhow::Result<PathBuf> {
     let m = audit::manifest::registry_manifest(id)
         .with_context(|| format!("model {id:?} is not in sotto's manifest registry"))??;
@@ -973,7 +1125,7 @@ fn chat(
             ..flags
         },
     )?;
-    let gguf = registry_weight(models, &settings.models.llm)?;
+    let gguf = model_weight(models, "llm", &settings.models.llm)?;
     let tokenizer = gguf.with_file_name("tokenizer.json");
     let mut ctx = AuditContext::new(&models.root);
     let pass = match startup_gate(&mut ctx, &settings, &[&settings.models.llm])? {
@@ -1082,7 +1234,7 @@ fn say(
         );
     }
     let voice = &settings.models.tts;
-    let onnx = registry_weight(models, voice)?;
+    let onnx = model_weight(models, "tts", voice)?;
     let runtime = crate::tts::default_runtime_path(&models.root);
     let mut ctx = AuditContext::new(&models.root);
     let pass = match startup_gate(&mut ctx, &settings, &[voice])? {
@@ -1195,7 +1347,7 @@ fn dictate(
         );
     }
     let mut audit_ctx = AuditContext::new(&models.root);
-    let model_path = whisper_model(models, &mut audit_ctx.cache, None)?;
+    let model_path = whisper_model(models, &mut audit_ctx.cache, None, &settings.models.stt)?;
     let pass = match startup_gate(&mut audit_ctx, &settings, &[&settings.models.stt])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
@@ -1331,9 +1483,9 @@ fn agent(
 
     let mut ctx = AuditContext::new(&models.root);
     let m = &settings.models;
-    let whisper = whisper_model(models, &mut ctx.cache, None)?;
-    let gguf = registry_weight(models, &m.llm)?;
-    let onnx = registry_weight(models, &m.tts)?;
+    let whisper = whisper_model(models, &mut ctx.cache, None, &settings.models.stt)?;
+    let gguf = model_weight(models, "llm", &m.llm)?;
+    let onnx = model_weight(models, "tts", &m.tts)?;
     let pass = match startup_gate(&mut ctx, &settings, &[&m.stt, &m.llm, &m.tts])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),

@@ -151,9 +151,11 @@ pub struct Flags {
     pub action_log: Option<PathBuf>,
     pub system_prompt: Option<String>,
     pub voice: Option<String>,
+    pub stt_model: Option<String>,
+    pub llm_model: Option<String>,
 }
 
-/// The models each role uses (registry ids).
+/// The models each role uses: registry ids, added models' names, or model directories.
 #[derive(Clone, Debug)]
 pub struct Models {
     pub stt: String,
@@ -372,15 +374,15 @@ impl Settings {
                 exceptions: raw.audit.exceptions.clone(),
             },
             models: Models {
-                stt: raw
-                    .models
-                    .stt
+                stt: flags
+                    .stt_model
                     .clone()
+                    .or_else(|| raw.models.stt.clone())
                     .unwrap_or_else(|| "whisper-tiny.en".into()),
-                llm: raw
-                    .models
-                    .llm
+                llm: flags
+                    .llm_model
                     .clone()
+                    .or_else(|| raw.models.llm.clone())
                     .unwrap_or_else(|| "smollm2-135m-instruct".into()),
                 tts: flags
                     .voice

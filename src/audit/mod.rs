@@ -103,6 +103,11 @@ impl AuditContext {
     /// is `unknown`).
     pub fn audit_id(&mut self, id: &str) -> Result<ModelReport, AuditError> {
         let found = manifest::registry_manifest(id);
+        if found.is_none()
+            && let Some((dir, record)) = crate::models::user::find(id)
+        {
+            return self.audit_user_model(&dir, &record);
+        }
         if found.is_none() && Path::new(id).is_file() {
             return self.audit_bare_file(Path::new(id));
         }
@@ -115,6 +120,75 @@ impl AuditContext {
         })??;
         let base = self.models_dir.clone();
         self.audit_manifest(&m, &base, &mut Vec::new())
+    }
+
+    /// A model added with `sotto models add`: judged by its own manifest when it came with one;
+    /// else, when its bytes are a release sotto knows (sha256 of every weight file), by that
+    /// release's manifest; else it is a bare file, `unknown`.
+    fn audit_user_model(
+        &mut self,
+        dir: &Path,
+        record: &crate::models::user::Record,
+    ) -> Result<ModelReport, AuditError> {
+        if record.manifest {
+            let m = Manifest::read(&dir.join("manifest.yml"))?;
+            return self.audit_manifest(&m, dir, &mut Vec::new());
+        }
+        let weights: Vec<&crate::models::user::FileHash> = record
+            .files
+            .iter()
+            .filter(|f| f.path != "tokenizer.json" && !f.path.ends_with(".onnx.json"))
+            .collect();
+        for (_, text) in manifest::REGISTRY {
+            let Ok(mut m) = Manifest::parse("registry", text) else {
+                continue;
+            };
+            let Some(ext) = m.sotto.as_mut() else {
+                continue;
+            };
+            // Every weight file of the release is among the added files, byte for byte.
+            let found: Vec<Option<&crate::models::user::FileHash>> = ext
+                .weights
+                .iter()
+                .map(|w| {
+                    record
+                        .files
+                        .iter()
+                        .find(|f| w.sha256.eq_ignore_ascii_case(&f.sha256))
+                })
+                .collect();
+            if ext.weights.is_empty() || found.iter().any(Option::is_none) {
+                continue;
+            }
+            // These bytes are that release: judge them where they are, with its evidence.
+            for (w, f) in ext.weights.iter_mut().zip(found.into_iter().flatten()) {
+                w.path = dir.join(&f.path).display().to_string();
+            }
+            let base = self.models_dir.clone();
+            let mut r = self.audit_manifest(&m, &base, &mut Vec::new())?;
+            r.judgement.notes.insert(
+                0,
+                format!(
+                    "{}: its sha256 is that of the known release {}, judged by its manifest",
+                    record.name, r.id
+                ),
+            );
+            return Ok(r);
+        }
+        let first = weights.first().map(|f| dir.join(&f.path));
+        let path = first.unwrap_or_else(|| dir.join("model.toml"));
+        let mut r = self.audit_bare_file(&path)?;
+        r.id = record.name.clone();
+        r.name = record.name.clone();
+        r.remedy = Some(format!(
+            "add it again with its manifest: sotto models add {} --manifest FILE.yml --name {} \
+             (after removing {}), or admit these bytes: sotto audit accept {}",
+            record.source.path,
+            record.name,
+            dir.display(),
+            record.name
+        ));
+        Ok(r)
     }
 
     /// A model file no manifest describes: identified, but nothing is known of its licence,

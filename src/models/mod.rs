@@ -12,6 +12,8 @@ pub mod ct2;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod import;
+pub mod torch;
+pub mod user;
 pub mod whisper_ggml;
 
 use std::fmt;

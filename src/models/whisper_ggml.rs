@@ -613,18 +613,203 @@ fn src_f32(v: &Variable, i: usize) -> f32 {
 pub fn convert_ct2(
     ct2_dir: &Path,
     out: &Path,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<HParams, ModelError> {
     let model_path = ct2_dir.join("model.bin");
     let bytes = std::fs::read(&model_path).map_err(|e| ModelError::io(&model_path, e))?;
     let ckpt = Checkpoint::parse(&model_path, &bytes)?;
     let (hparams, tensors) = plan(&ckpt)?;
     let vocab = read_vocab(&ct2_dir.join("tokenizer.json"))?;
+    write_model(
+        out,
+        &ct2_dir.join("tokenizer.json"),
+        hparams,
+        &vocab,
+        &tensors,
+        progress,
+    )?;
+    Ok(hparams)
+}
+
+/// Converts a Whisper checkpoint in OpenAI's PyTorch format (`{"dims", "model_state_dict"}`,
+/// as openai-whisper and AI2's OLMoASR publish them) into a whisper.cpp ggml file, with the
+/// vocabulary of `tokenizer_json` (Whisper's tokenizer.json: English for `.en` models,
+/// multilingual otherwise). The tensors are laid out exactly as [`convert_ct2`] lays them
+/// out, so the same weights give the same bytes by either path.
+pub fn convert_pt(
+    pt: &Path,
+    tokenizer_json: &Path,
+    out: &Path,
+    progress: impl FnMut(usize, usize),
+) -> Result<HParams, ModelError> {
+    let ckpt = super::torch::Checkpoint::read(pt)?;
+    let bad = |reason: String| ModelError::Format {
+        path: pt.to_path_buf(),
+        reason,
+    };
+    let dims = ckpt
+        .root
+        .get("dims")
+        .ok_or_else(|| bad("no \"dims\": not a Whisper checkpoint in OpenAI's format".into()))?;
+    let dim = |k: &str| -> Result<i32, ModelError> {
+        dims.get(k)
+            .and_then(super::torch::Value::as_int)
+            .map(|v| v as i32)
+            .ok_or_else(|| bad(format!("dims.{k} is missing")))
+    };
+    let hparams = HParams {
+        n_vocab: dim("n_vocab")?,
+        n_audio_ctx: dim("n_audio_ctx")?,
+        n_audio_state: dim("n_audio_state")?,
+        n_audio_head: dim("n_audio_head")?,
+        n_audio_layer: dim("n_audio_layer")?,
+        n_text_ctx: dim("n_text_ctx")?,
+        n_text_state: dim("n_text_state")?,
+        n_text_head: dim("n_text_head")?,
+        n_text_layer: dim("n_text_layer")?,
+        n_mels: dim("n_mels")?,
+        ftype: 1,
+    };
+    let Some(super::torch::Value::Dict(state)) = ckpt.root.get("model_state_dict") else {
+        return Err(bad("no \"model_state_dict\"".into()));
+    };
+    let mut vars: HashMap<String, Variable> = HashMap::new();
+    for (k, v) in state {
+        let (super::torch::Value::Str(name), super::torch::Value::Tensor(t)) = (k, v) else {
+            continue;
+        };
+        let data = ckpt.tensor_bytes(name, t)?;
+        vars.insert(
+            name.clone(),
+            Variable {
+                dims: t.shape.clone(),
+                dtype: t.dtype,
+                data,
+            },
+        );
+    }
+    let tensors = plan_openai(pt, &hparams, &vars)?;
+    let vocab = read_vocab(tokenizer_json)?;
+    write_model(out, tokenizer_json, hparams, &vocab, &tensors, progress)?;
+    Ok(hparams)
+}
+
+/// The tensors of an OpenAI-format state dict, in [`plan`]'s order and storage.
+fn plan_openai<'a>(
+    path: &Path,
+    h: &HParams,
+    vars: &HashMap<String, Variable<'a>>,
+) -> Result<Vec<OutTensor<'a>>, ModelError> {
+    let bad = |reason: String| ModelError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut out = Vec::new();
+    let mut put = |name: String, store: Store, reshape: Option<Vec<usize>>| {
+        let v = vars
+            .get(&name)
+            .ok_or_else(|| bad(format!("tensor {name} is missing")))?;
+        let mut src = v.clone();
+        if let Some(dims) = reshape {
+            src.dims = dims;
+        }
+        out.push(OutTensor {
+            name,
+            dims: src.dims.clone(),
+            store,
+            src,
+        });
+        Ok::<(), ModelError>(())
+    };
+    for conv in ["conv1", "conv2"] {
+        let w = format!("encoder.{conv}.weight");
+        let store = if vars.get(&w).is_some_and(|v| v.dims.len() < 2) {
+            Store::F32
+        } else {
+            Store::F16
+        };
+        put(w, store, None)?;
+        put(
+            format!("encoder.{conv}.bias"),
+            Store::F32,
+            Some(vec![h.n_audio_state as usize, 1]),
+        )?;
+    }
+    put("encoder.positional_embedding".into(), Store::F32, None)?;
+    for (part, n_layers) in [("encoder", h.n_audio_layer), ("decoder", h.n_text_layer)] {
+        if part == "decoder" {
+            put("decoder.token_embedding.weight".into(), Store::F16, None)?;
+            put("decoder.positional_embedding".into(), Store::F32, None)?;
+        }
+        for i in 0..n_layers {
+            let d = format!("{part}.blocks.{i}");
+            let mut names: Vec<(String, Store)> = vec![
+                (format!("{d}.attn.query.weight"), Store::F16),
+                (format!("{d}.attn.query.bias"), Store::F32),
+                (format!("{d}.attn.key.weight"), Store::F16),
+                (format!("{d}.attn.value.weight"), Store::F16),
+                (format!("{d}.attn.value.bias"), Store::F32),
+                (format!("{d}.attn.out.weight"), Store::F16),
+                (format!("{d}.attn.out.bias"), Store::F32),
+                (format!("{d}.attn_ln.weight"), Store::F32),
+                (format!("{d}.attn_ln.bias"), Store::F32),
+            ];
+            if part == "decoder" {
+                for n in [
+                    "query.weight",
+                    "query.bias",
+                    "key.weight",
+                    "value.weight",
+                    "value.bias",
+                ] {
+                    let store = if n.ends_with("weight") {
+                        Store::F16
+                    } else {
+                        Store::F32
+                    };
+                    names.push((format!("{d}.cross_attn.{n}"), store));
+                }
+                names.push((format!("{d}.cross_attn.out.weight"), Store::F16));
+                names.push((format!("{d}.cross_attn.out.bias"), Store::F32));
+                names.push((format!("{d}.cross_attn_ln.weight"), Store::F32));
+                names.push((format!("{d}.cross_attn_ln.bias"), Store::F32));
+            }
+            for l in ["mlp.0", "mlp.2"] {
+                names.push((format!("{d}.{l}.weight"), Store::F16));
+                names.push((format!("{d}.{l}.bias"), Store::F32));
+            }
+            names.push((format!("{d}.mlp_ln.weight"), Store::F32));
+            names.push((format!("{d}.mlp_ln.bias"), Store::F32));
+            for (n, store) in names {
+                put(n, store, None)?;
+            }
+        }
+        let ln = if part == "encoder" {
+            "encoder.ln_post"
+        } else {
+            "decoder.ln"
+        };
+        put(format!("{ln}.weight"), Store::F32, None)?;
+        put(format!("{ln}.bias"), Store::F32, None)?;
+    }
+    Ok(out)
+}
+
+/// Writes a whisper.cpp ggml file: header, mel filterbank, vocabulary, then the tensors.
+fn write_model(
+    out: &Path,
+    vocab_path: &Path,
+    hparams: HParams,
+    vocab: &[Vec<u8>],
+    tensors: &[OutTensor],
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(), ModelError> {
     if vocab.len() > hparams.n_vocab as usize {
         return Err(ModelError::Format {
-            path: ct2_dir.join("tokenizer.json"),
+            path: vocab_path.to_path_buf(),
             reason: format!(
-                "{} tokens for a model with n_vocab {}",
+                "{} tokens for a model with n_vocab {}: the wrong tokenizer for this model \
+                 (English .en models and multilingual ones have different vocabularies)",
                 vocab.len(),
                 hparams.n_vocab
             ),
@@ -646,12 +831,33 @@ pub fn convert_ct2(
         write(&mut w, &v.to_le_bytes())?;
     }
     write(&mut w, &(vocab.len() as i32).to_le_bytes())?;
-    for token in &vocab {
+    for token in vocab {
         write(&mut w, &(token.len() as i32).to_le_bytes())?;
         write(&mut w, token)?;
     }
     let total = tensors.len();
     for (done, t) in tensors.iter().enumerate() {
+        if !matches!(t.src.dtype, DType::F16 | DType::F32) {
+            return Err(ModelError::Format {
+                path: out.to_path_buf(),
+                reason: format!(
+                    "tensor {} is {:?}: only float16/float32 convert",
+                    t.name, t.src.dtype
+                ),
+            });
+        }
+        let n: usize = t.dims.iter().product();
+        if n * t.src.dtype.size_bytes() != t.src.data.len() {
+            return Err(ModelError::Format {
+                path: out.to_path_buf(),
+                reason: format!(
+                    "tensor {} has {:?} but {} bytes",
+                    t.name,
+                    t.dims,
+                    t.src.data.len()
+                ),
+            });
+        }
         let ggml_type: i32 = if t.store == Store::F32 { 0 } else { 1 };
         write(&mut w, &(t.dims.len() as i32).to_le_bytes())?;
         write(&mut w, &(t.name.len() as i32).to_le_bytes())?;
@@ -660,7 +866,6 @@ pub fn convert_ct2(
             write(&mut w, &(d as i32).to_le_bytes())?;
         }
         write(&mut w, t.name.as_bytes())?;
-        let n: usize = t.dims.iter().product();
         match (t.store, t.src.dtype) {
             (Store::F16, DType::F16) | (Store::F32, DType::F32) => write(&mut w, t.src.data)?,
             (Store::F32, _) => {
@@ -678,8 +883,7 @@ pub fn convert_ct2(
     }
     w.flush().map_err(|e| ModelError::io(&tmp.path, e))?;
     drop(w);
-    tmp.persist()?;
-    Ok(hparams)
+    tmp.persist()
 }
 
 /// A file written beside its final name and renamed into place only when complete, so an

@@ -8,6 +8,7 @@ mod util;
 
 mod agent;
 mod audit;
+mod byo;
 mod dictation;
 mod fetch;
 mod llm;
