@@ -1102,10 +1102,11 @@ fn registry_weight(models: &ModelsDir, id: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("the manifest of {id} lists no weight file"))?;
     let path = models.path(&w.path);
     if !path.is_file() {
-        bail!(
-            "{}: model file is missing; run scripts/setup",
-            path.display()
-        );
+        let remedy = models
+            .pin_for(&path)
+            .map(|p| p.remedy())
+            .unwrap_or("run scripts/setup");
+        bail!("{}: model file is missing; {remedy}", path.display());
     }
     Ok(path)
 }

@@ -759,7 +759,9 @@ reply = "The timer is set."
     assert_eq!(stages, ["requested", "started", "finished"]);
 }
 
-/// Answers `text` (spoken by the Piper voice, then silence) in a fresh agent; its one turn.
+/// Answers `text` (spoken by the Piper voice, then silence) in a fresh agent with a 1.5 s
+/// hangover (so a busy machine's slower transcription of the pause still decides before the
+/// hangover does); its one turn.
 fn answer_once(dir: &Path, name: &str, text: &str) -> (serde_json::Value, serde_json::Value) {
     let speech = dir.join(format!("{name}-speech.wav"));
     voice(text, &speech);
@@ -767,7 +769,7 @@ fn answer_once(dir: &Path, name: &str, text: &str) -> (serde_json::Value, serde_
     concat(&[silence(dir, "1"), speech, silence(dir, "6")], &input);
     let metrics = dir.join(format!("{name}.jsonl"));
     let out = run(sotto()
-        .args(["agent", "--turns", "1", "--input"])
+        .args(["agent", "--turns", "1", "--hangover-ms", "1500", "--input"])
         .arg(&input)
         .arg("--metrics")
         .arg(&metrics)
@@ -808,10 +810,10 @@ fn a_complete_request_is_answered_sooner_than_one_left_hanging() {
         done_spec["confirmed"], 1,
         "the pause's transcript was the final one"
     );
-    // The hanging request waited for the full hangover (600 ms by default) before its turn
-    // ended; the complete one ended at its pause (200 ms, plus the time to transcribe it,
-    // which grows when the machine is busy) and was answered sooner.
-    assert!(turn_end(&hanging) >= 550, "{hanging}");
+    // The hanging request waited for the full hangover (1.5 s here) before its turn ended;
+    // the complete one ended at its pause (200 ms, plus the time to transcribe it, which grows
+    // when the machine is busy) and was answered sooner.
+    assert!(turn_end(&hanging) >= 1450, "{hanging}");
     assert!(turn_end(&done) < turn_end(&hanging), "{done}\n{hanging}");
     assert!(
         first_audio(&done) < first_audio(&hanging),
