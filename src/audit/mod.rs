@@ -397,21 +397,26 @@ impl AuditContext {
                     unverified: None,
                 };
                 let path = base.join(&p);
-                if is_url(&p) || !path.exists() {
-                    report.unverified = Some(if is_url(&p) {
-                        "a URL: not read (no network at run time); the label alone is judged".into()
-                    } else {
-                        "not present; the label alone is judged".into()
-                    });
+                let outside = Path::new(&p).is_absolute()
+                    || Path::new(&p)
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir));
+                let why = if is_url(&p) {
+                    Some("a URL, not read (no network at run time)")
+                } else if outside {
+                    Some("outside the manifest's directory, not read")
+                } else if !path.is_file() {
+                    Some("not there")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    report.unverified = Some(format!("{why}; the label alone is judged"));
                     if kind == EvidenceKind::Licence {
                         findings.unverified.push(verdict::Unverified {
                             component: c.name.clone(),
                             path: p.clone(),
-                            why: if is_url(&p) {
-                                "a URL, not read (no network at run time)".into()
-                            } else {
-                                "not there".into()
-                            },
+                            why: why.into(),
                         });
                     }
                     evidence.push(report);

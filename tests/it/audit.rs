@@ -638,3 +638,33 @@ fn a_file_changed_after_the_gate_is_caught_by_the_background_check() {
     let problem = rx.try_recv().expect("the change is reported");
     assert!(problem.contains("changed after the audit"), "{problem}");
 }
+
+#[test]
+fn a_licence_path_outside_the_manifests_directory_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.yml");
+    std::fs::write(
+        &manifest,
+        "framework:\n  name: Model Openness Framework\nrelease:\n  name: escape\n  components:\n\
+         \x20   - name: Model parameters (Final)\n      license: Apache-2.0\n\
+         \x20     license_path: ../../../../etc/passwd\n\
+         \x20   - name: Model card\n      license: Apache-2.0\n      license_path: /etc/hostname\n",
+    )
+    .unwrap();
+    let m = Manifest::read(&manifest).unwrap();
+    let mut ctx = AuditContext {
+        models_dir: repo(),
+        cache: HashCache::in_memory(),
+    };
+    let r = ctx.audit_manifest(&m, dir.path(), &mut Vec::new()).unwrap();
+    for path in ["../../../../etc/passwd", "/etc/hostname"] {
+        let ev = r.evidence.iter().find(|e| e.path == path).unwrap();
+        assert!(!ev.found && ev.analysis.is_none(), "{ev:?}");
+        assert!(
+            ev.unverified
+                .as_deref()
+                .is_some_and(|u| u.contains("outside the manifest's directory")),
+            "{ev:?}"
+        );
+    }
+}
