@@ -41,6 +41,16 @@ pub enum AudioError {
         #[source]
         source: hound::Error,
     },
+    #[error(
+        "{path}: sample {index} (at {at_s:.2} s) is {value}: the float audio is corrupt (NaN or \
+         infinite samples would stall speech recognition)"
+    )]
+    NonFinite {
+        path: PathBuf,
+        index: usize,
+        at_s: f64,
+        value: f32,
+    },
     #[error("cannot write {path}")]
     Write {
         path: PathBuf,
@@ -127,8 +137,29 @@ pub fn decode_wav(path: &Path, bytes: &[u8]) -> Result<Clip, AudioError> {
             reason: "zero channels".into(),
         });
     }
-    let interleaved = read_samples(reader, &path)?;
+    let mut interleaved = read_samples(reader, &path)?;
     let channels = spec.channels as usize;
+    if let Some(index) = interleaved.iter().position(|x| !x.is_finite()) {
+        return Err(AudioError::NonFinite {
+            at_s: (index / channels) as f64 / spec.sample_rate as f64,
+            value: interleaved[index],
+            index,
+            path,
+        });
+    }
+    // Float audio may exceed full scale; beyond ±1 it is clipped (and counted in the log).
+    let mut clipped = 0usize;
+    for x in interleaved.iter_mut().filter(|x| x.abs() > 1.0) {
+        *x = x.clamp(-1.0, 1.0);
+        clipped += 1;
+    }
+    if clipped > 0 {
+        tracing::warn!(
+            file = %path.display(),
+            clipped,
+            "samples beyond full scale were clipped"
+        );
+    }
     if interleaved.len() < channels {
         return Err(AudioError::NoSamples { path });
     }
@@ -299,5 +330,43 @@ mod tests {
     fn empty_file_is_named() {
         let e = decode_wav(Path::new("x.wav"), b"").unwrap_err();
         assert!(matches!(e, AudioError::EmptyFile { .. }));
+    }
+}
+
+#[cfg(test)]
+mod non_finite_tests {
+    use super::*;
+
+    fn float_wav(samples: &[f32]) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::new(&mut buf, spec).unwrap();
+        for s in samples {
+            w.write_sample(*s).unwrap();
+        }
+        w.finalize().unwrap();
+        buf.into_inner()
+    }
+
+    #[test]
+    fn nan_and_infinite_samples_are_an_error_naming_the_file_and_time() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut samples = vec![0.1f32; 32_000];
+            samples[24_000] = bad;
+            let e = decode_wav(Path::new("x.wav"), &float_wav(&samples)).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("x.wav") && text.contains("1.50 s"), "{text}");
+        }
+    }
+
+    #[test]
+    fn samples_beyond_full_scale_are_clipped() {
+        let clip = decode_wav(Path::new("x.wav"), &float_wav(&[0.5, 1e30, -7.0, -0.25])).unwrap();
+        assert_eq!(clip.samples, vec![0.5, 1.0, -1.0, -0.25]);
     }
 }

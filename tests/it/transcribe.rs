@@ -297,3 +297,30 @@ fn a_model_that_does_not_match_its_pin_is_refused() {
         stderr(&out)
     );
 }
+
+#[test]
+fn nan_samples_are_a_clear_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).unwrap();
+    for i in 0..32_000 {
+        w.write_sample(if i == 24_000 { f32::NAN } else { 0.1 })
+            .unwrap();
+    }
+    w.finalize().unwrap();
+    for args in [vec!["transcribe"], vec!["dictate", "--fast", "--input"]] {
+        let out = run(sotto().args(&args).arg(&path));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("nan.wav") && err.contains("1.50 s") && err.contains("NaN"),
+            "{err}"
+        );
+    }
+}
