@@ -1380,12 +1380,48 @@ fn dictate(
     });
     let mut append = open_append(args.output.as_deref())?;
     let mut write_error = None;
+    // A reader that went away (`sotto dictate | head -1`) ends dictation: nobody reads on.
+    // Noticed when a write fails, and sooner on Unix by watching stdout for the pipe's hang-up.
+    let stop_reading = stop.clone();
+    let stdout_closed = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    {
+        let (stop, closed) = (stop.clone(), stdout_closed.clone());
+        std::thread::Builder::new()
+            .name("stdout-watch".into())
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let mut fd = libc::pollfd {
+                        fd: 1,
+                        events: 0,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    let n = unsafe { libc::poll(&mut fd, 1, 250) };
+                    if n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+                        closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                    if n < 0 || fd.revents & libc::POLLNVAL != 0 {
+                        return;
+                    }
+                }
+            })?;
+    }
+    let mut reader_gone = false;
+    let mut print = |line: &str| {
+        let mut stdout = std::io::stdout().lock();
+        let written = writeln!(stdout, "{line}").and_then(|_| stdout.flush());
+        if written.is_err() && !reader_gone {
+            reader_gone = true;
+            stop_reading.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
     let stats = crate::dictation::run(listen, transcriber, stop, |t| {
         if t.kind == crate::dictation::Kind::Partial {
             if args.jsonl {
-                let mut stdout = std::io::stdout().lock();
-                let _ = writeln!(stdout, "{}", serde_json::to_string(t).unwrap_or_default());
-                let _ = stdout.flush();
+                print(&serde_json::to_string(t).unwrap_or_default());
             } else {
                 eprintln!("… {}", t.text);
             }
@@ -1396,9 +1432,7 @@ fn dictate(
         } else {
             t.text.clone()
         };
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}");
-        let _ = stdout.flush();
+        print(&line);
         if let Some(f) = append.as_mut()
             && let Err(e) = writeln!(f, "{line}")
         {
@@ -1421,6 +1455,10 @@ fn dictate(
     }
     if let Some(e) = write_error {
         return Err(anyhow::Error::new(e).context("cannot append to the output file"));
+    }
+    if reader_gone || stdout_closed.load(std::sync::atomic::Ordering::SeqCst) {
+        // As a process killed by SIGPIPE reports itself to the shell.
+        return Ok(ExitCode::from(141));
     }
     if stats.dropped_samples > 0 {
         eprintln!(

@@ -743,3 +743,46 @@ fn ctl_refuses_a_control_socket_of_another_user() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_dictation() {
+    use std::io::BufRead;
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let jfk = dir.path().join("jfk22.wav");
+    sox(&jfk_wav(), &["-r", "22050"], &jfk);
+    let gap = silence(dir.path(), "1");
+    let input = dir.path().join("twice.wav");
+    concat(&[jfk.clone(), gap.clone(), jfk, gap], &input);
+    // In real time: ~24 s of input, the first line after ~8 s.
+    let t0 = std::time::Instant::now();
+    let mut child = sotto()
+        .args(["dictate", "--input"])
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.trim().is_empty());
+    // The reader is gone (its end of the pipe dropped above), as `| head -1` does.
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "still running long after its reader went away"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(141), "as if killed by SIGPIPE");
+    assert!(
+        t0.elapsed() < Duration::from_secs(18),
+        "ended well before its 24 s of input: {:?}",
+        t0.elapsed()
+    );
+}
