@@ -185,16 +185,35 @@ impl Stt {
     }
 }
 
-/// Nothing from 5 s or more of audio, or more than five words a second (at least eight
-/// words): what a shortened context produces when it goes wrong. (Short clips with no words
-/// are common in dictation, a cough or a click: they are not decoded twice.)
+/// Nothing from 5 s or more of audio, more than five words a second (at least eight words),
+/// or a segment that repeats the one before it word for word: what a shortened context
+/// produces when it goes wrong (a Piper reply after 3.6 s of silence came back three times
+/// over). Short clips with no words are common in dictation, a cough or a click: they are
+/// not decoded twice.
 fn implausible(segments: &[Segment], samples_16k: usize) -> bool {
     let words: usize = segments
         .iter()
         .map(|s| s.text.split_whitespace().count())
         .sum();
     let seconds = samples_16k as f64 / 16_000.0;
-    (words == 0 && seconds >= 5.0) || (words >= 8 && words as f64 > 5.0 * seconds.max(1.0))
+    let normal = |t: &str| -> Vec<String> {
+        t.split_whitespace()
+            .map(|w| {
+                w.chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .flat_map(char::to_lowercase)
+                    .collect()
+            })
+            .filter(|w: &String| !w.is_empty())
+            .collect()
+    };
+    let repeated = segments.windows(2).any(|w| {
+        let (a, b) = (normal(&w[0].text), normal(&w[1].text));
+        a.len() >= 3 && a == b
+    });
+    (words == 0 && seconds >= 5.0)
+        || (words >= 8 && words as f64 > 5.0 * seconds.max(1.0))
+        || repeated
 }
 
 /// One whisper.cpp pass over `audio` (`audio_ctx`: encoder positions, None for Whisper's
@@ -313,5 +332,14 @@ mod tests {
         assert!(implausible(&[], 6 * 16_000), "nothing from 6 s");
         assert!(!implausible(&[], 16_000), "a 1 s click may hold no words");
         assert!(!implausible(&[seg("no no no no")], 16_000), "few words");
+        let again = [
+            seg("The capital of France, is Paris, not France itself."),
+            seg("The capital of France is Paris, not France itself."),
+        ];
+        assert!(implausible(&again, 6 * 16_000), "a segment repeated");
+        assert!(
+            !implausible(&[seg("Go on."), seg("Go on.")], 6 * 16_000),
+            "two words said twice can be real"
+        );
     }
 }

@@ -107,6 +107,12 @@ pub struct SegmenterConfig {
     /// Silence within an utterance that counts as a pause: where speculative work starts
     /// (the utterance may be over; the hangover decides if nothing else does).
     pub pause_frames: usize,
+    /// Silence after which a listener's decision that the pause is the end ([`end_now`])
+    /// takes effect: longer than a pause, so a breath inside a sentence ("What is the
+    /// capital … of France?") does not end it, shorter than the hangover.
+    ///
+    /// [`end_now`]: Segmenter::end_now
+    pub end_early_frames: usize,
     pub hangover_frames: usize,
     pub pre_roll_frames: usize,
     pub max_utterance_frames: usize,
@@ -118,6 +124,7 @@ impl Default for SegmenterConfig {
         Self {
             onset_frames: 3,
             pause_frames: frames(Duration::from_millis(200)),
+            end_early_frames: frames(Duration::from_millis(400)),
             hangover_frames: frames(Duration::from_millis(600)),
             pre_roll_frames: frames(Duration::from_millis(300)),
             max_utterance_frames: frames(Duration::from_secs(25)),
@@ -158,6 +165,9 @@ pub struct Segmenter {
     /// A pause or its end, since the caller last asked ([`Segmenter::take_pause_change`]).
     pause_change: Option<PauseChange>,
     paused: bool,
+    /// A listener decided the pause after this last voiced frame is the end; it ends once
+    /// the silence is [`SegmenterConfig::end_early_frames`] long, unless speech comes back.
+    end_requested: Option<usize>,
 }
 
 /// An utterance in progress, so far.
@@ -193,6 +203,7 @@ impl Segmenter {
             last_voiced_frame: 0,
             pause_change: None,
             paused: false,
+            end_requested: None,
         }
     }
 
@@ -226,14 +237,24 @@ impl Segmenter {
         frames_to_time(self.last_voiced_frame)
     }
 
-    /// Ends the utterance in progress now, as the hangover would have: a listener decided
-    /// that the pause after `last_voiced` (a [`SoFar`]'s) is the end. None when no utterance
-    /// is in progress, or when anything was voiced after `last_voiced` (the decision was made
-    /// on words that are no longer the last ones).
+    /// A listener decided that the pause after `last_voiced` (a [`SoFar`]'s) is the end: the
+    /// utterance ends as the hangover would have ended it, now if the silence is already
+    /// [`SegmenterConfig::end_early_frames`] long, else from [`Segmenter::push`] once it is
+    /// (None here then). Nothing ends when no utterance is in progress, when anything was
+    /// voiced after `last_voiced` (the decision was made on words that are no longer the last
+    /// ones), or when speech comes back before the silence is long enough.
     pub fn end_now(&mut self, last_voiced: Duration) -> Option<Utterance> {
         if !self.in_speech || !self.paused || self.last_voiced() != last_voiced {
             return None;
         }
+        if self.silence_run < self.cfg.end_early_frames {
+            self.end_requested = Some(self.last_voiced_frame);
+            return None;
+        }
+        self.end_at_pause()
+    }
+
+    fn end_at_pause(&mut self) -> Option<Utterance> {
         let keep = self.current.len() - self.silence_run + self.silence_run.min(5);
         self.current.truncate(keep);
         self.finish(false)
@@ -276,6 +297,14 @@ impl Segmenter {
             self.paused = false;
             self.pause_change = Some(PauseChange::Resumed);
         }
+        if speech {
+            self.end_requested = None;
+        } else if self.end_requested == Some(self.last_voiced_frame)
+            && self.silence_run >= self.cfg.end_early_frames
+            && self.silence_run < self.cfg.hangover_frames
+        {
+            return self.end_at_pause();
+        }
         if self.silence_run >= self.cfg.hangover_frames {
             // Keep a little of the trailing silence, drop the rest.
             let keep = self.current.len() - self.silence_run + self.cfg.hangover_frames.min(5);
@@ -301,6 +330,7 @@ impl Segmenter {
         let frames = std::mem::take(&mut self.current);
         self.in_speech = split;
         self.paused = false;
+        self.end_requested = None;
         self.pause_change = None;
         self.speech_run = 0;
         self.silence_run = 0;
@@ -427,7 +457,7 @@ mod tests {
     #[test]
     fn ending_now_in_a_pause_gives_what_was_said_and_its_last_voiced_frame() {
         let cfg = SegmenterConfig::default();
-        let pause = cfg.pause_frames;
+        let (pause, end_early) = (cfg.pause_frames, cfg.end_early_frames);
         let mut seg = Segmenter::new(cfg);
         for _ in 0..20 {
             assert!(seg.push(&frame(0.5), true).is_none());
@@ -441,7 +471,14 @@ mod tests {
             assert!(seg.push(&frame(0.001), false).is_none());
         }
         let so_far = seg.so_far().unwrap();
-        let u = seg.end_now(so_far.last_voiced).unwrap();
+        // Decided at the pause; it takes effect once the silence is long enough.
+        assert!(seg.end_now(so_far.last_voiced).is_none());
+        let mut u = None;
+        for _ in pause..end_early {
+            assert!(u.is_none(), "ended after {} silent frames", end_early);
+            u = seg.push(&frame(0.001), false);
+        }
+        let u = u.expect("ended when the silence reached the early end");
         assert_eq!(u.last_voiced, so_far.last_voiced);
         assert_eq!(u.start, so_far.start);
         assert_eq!(u.last_voiced, Duration::from_millis(20 * FRAME_MS as u64));
@@ -455,7 +492,7 @@ mod tests {
     #[test]
     fn a_decision_on_words_that_are_no_longer_the_last_ends_nothing() {
         let cfg = SegmenterConfig::default();
-        let pause = cfg.pause_frames;
+        let (pause, end_early) = (cfg.pause_frames, cfg.end_early_frames);
         let mut seg = Segmenter::new(cfg);
         let push = |seg: &mut Segmenter, speech: bool, n: usize| {
             for _ in 0..n {
@@ -470,11 +507,20 @@ mod tests {
         let first_pause = seg.so_far().unwrap();
         // Speech came back, then a second pause, before the first one's decision arrived.
         push(&mut seg, true, 10);
-        push(&mut seg, false, pause);
+        push(&mut seg, false, end_early);
         assert!(seg.end_now(first_pause.last_voiced).is_none());
         let second = seg.so_far().unwrap();
         let u = seg.end_now(second.last_voiced).unwrap();
         assert_eq!(u.last_voiced, second.last_voiced);
+
+        // A decision at a pause that speech then continues after ends nothing.
+        let mut seg = Segmenter::new(SegmenterConfig::default());
+        push(&mut seg, true, 20);
+        push(&mut seg, false, pause);
+        assert!(seg.end_now(seg.so_far().unwrap().last_voiced).is_none());
+        push(&mut seg, true, 5);
+        push(&mut seg, false, end_early);
+        assert!(seg.so_far().is_some(), "still one utterance in progress");
     }
 
     #[test]

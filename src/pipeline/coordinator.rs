@@ -805,6 +805,7 @@ impl Coordinator {
                 None => return,
             }
         }
+        let mut command = false;
         let (complete, prefill) = if let Some(p) = &self.pending_confirm {
             // An answer to "Should I…?": a clear yes or no ends the turn; nothing to prefill.
             let answered = commands::read_reply(&request, &p.question) != commands::Reply::Other;
@@ -814,7 +815,10 @@ impl Coordinator {
             (true, false)
         } else {
             match self.settings.commands.match_transcript(&request) {
-                Match::Command(_) => (true, false),
+                Match::Command(_) => {
+                    command = true;
+                    (true, false)
+                }
                 Match::Near(_) => (plainly_complete(&request), false),
                 Match::None => (plainly_complete(&request), true),
             }
@@ -827,8 +831,9 @@ impl Coordinator {
                 text: text.clone(),
             });
         }
-        // A word the recogniser guessed may be one it made up to finish the phrase.
-        let complete = complete && sure;
+        // A word the recogniser guessed may be one it made up to finish the phrase; a phrase
+        // that matches an allowlisted command whole is evidence enough on its own.
+        let complete = complete && (sure || command);
         if complete {
             self.speculation_stats.ended_early += 1;
             out.push(Cmd::EndUtterance { turn, last_voiced });
@@ -1619,6 +1624,26 @@ slots.minutes = { kind = "number" }
         );
         assert_eq!(c.speculation_stats.confirmed, 1);
         assert_eq!(c.speculation_stats.discarded, 0);
+    }
+
+    #[test]
+    fn a_whole_command_ends_the_turn_even_when_its_last_word_is_unsure() {
+        let now = Instant::now();
+        let mut c = Coordinator::new(settings(), now);
+        let cmds = c.handle(
+            Event::Speculated {
+                turn: t(1),
+                text: "Turn on the lamp.".into(),
+                stt_ms: 100,
+                last_voiced: Duration::from_secs(2),
+                last_word_p: Some(0.2),
+            },
+            now,
+        );
+        assert!(
+            cmds.iter().any(|c| matches!(c, Cmd::EndUtterance { .. })),
+            "{cmds:?}"
+        );
     }
 
     #[test]

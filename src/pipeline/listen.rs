@@ -293,6 +293,8 @@ const RESAMPLER_CHUNK: usize = 1024;
 const PTT_POLL: Duration = Duration::from_millis(10);
 
 /// Where 16 kHz audio goes: the detector and segmenter, or the push-to-talk gate.
+// One per listener, made once and never moved on the audio path: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Gate {
     Vad {
         detector: Detector,

@@ -759,12 +759,13 @@ reply = "The timer is set."
     assert_eq!(stages, ["requested", "started", "finished"]);
 }
 
-/// Answers `text` (spoken by the Piper voice, then silence) in a fresh agent with a 1.5 s
-/// hangover (so a busy machine's slower transcription of the pause still decides before the
-/// hangover does); its one turn.
+/// Answers `text` (spoken by espeak-ng, which says it the same way every time — Piper's
+/// renditions vary and sometimes pause mid-question — then silence) in a fresh agent with a
+/// 1.5 s hangover (so a busy machine's slower transcription of the pause still decides before
+/// the hangover does); its one turn.
 fn answer_once(dir: &Path, name: &str, text: &str) -> (serde_json::Value, serde_json::Value) {
     let speech = dir.join(format!("{name}-speech.wav"));
-    voice(text, &speech);
+    espeak(text, &speech);
     let input = dir.join(format!("{name}.wav"));
     concat(&[silence(dir, "1"), speech, silence(dir, "6")], &input);
     let metrics = dir.join(format!("{name}.jsonl"));
@@ -785,7 +786,7 @@ fn answer_once(dir: &Path, name: &str, text: &str) -> (serde_json::Value, serde_
 fn a_complete_request_is_answered_sooner_than_one_left_hanging() {
     model(sotto::models::WHISPER_GGML);
     let dir = tempfile::tempdir().unwrap();
-    let (done, done_spec) = answer_once(dir.path(), "done", "Tell me a story about a dragon.");
+    let (done, done_spec) = answer_once(dir.path(), "done", "What is the capital of France?");
     let (hanging, hanging_spec) = answer_once(
         dir.path(),
         "hanging",
