@@ -47,6 +47,10 @@ pub struct CaptureStats {
     pub samples: AtomicU64,
     /// Mono samples dropped because the ring was full.
     pub overruns: AtomicU64,
+    /// Samples that were NaN or infinite (a broken driver or plug-in), heard as silence.
+    pub non_finite: AtomicU64,
+    /// Samples beyond full scale, clipped to ±1.
+    pub clipped: AtomicU64,
     /// Set by the stream's error callback.
     pub stream_error: AtomicBool,
 }
@@ -82,11 +86,30 @@ impl CaptureBlock {
         let gain = 1.0 / self.channels as f32;
         for block in input.chunks(SCRATCH_FRAMES * self.channels) {
             let frames = block.len() / self.channels;
+            let (mut non_finite, mut clipped) = (0u64, 0u64);
             for (out, frame) in self.scratch[..frames]
                 .iter_mut()
                 .zip(block.chunks_exact(self.channels))
             {
-                *out = frame.iter().map(|s| f32::from_sample(*s)).sum::<f32>() * gain;
+                let v = frame.iter().map(|s| f32::from_sample(*s)).sum::<f32>() * gain;
+                // A NaN would stall speech recognition; a broken driver must not do that.
+                *out = if !v.is_finite() {
+                    non_finite += 1;
+                    0.0
+                } else if v.abs() > 1.0 {
+                    clipped += 1;
+                    v.clamp(-1.0, 1.0)
+                } else {
+                    v
+                };
+            }
+            if non_finite > 0 {
+                self.stats
+                    .non_finite
+                    .fetch_add(non_finite, Ordering::Relaxed);
+            }
+            if clipped > 0 {
+                self.stats.clipped.fetch_add(clipped, Ordering::Relaxed);
             }
             let pushed = self.producer.push_slice(&self.scratch[..frames]);
             self.stats
@@ -303,6 +326,19 @@ pub fn feed_clip(
 mod tests {
     use super::*;
     use ringbuf::traits::Consumer;
+
+    #[test]
+    fn non_finite_samples_become_silence_and_loud_ones_are_clipped_and_counted() {
+        let (p, mut c) = ring(16_000, 1);
+        let stats = Arc::new(CaptureStats::default());
+        let mut b = CaptureBlock::new(p, 1, stats.clone());
+        b.process_block(&[0.5f32, f32::NAN, f32::INFINITY, 3.0, -0.25]);
+        let mut out = [0.0f32; 5];
+        assert_eq!(c.pop_slice(&mut out), 5);
+        assert_eq!(out, [0.5, 0.0, 0.0, 1.0, -0.25]);
+        assert_eq!(stats.non_finite.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.clipped.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn stereo_i16_is_downmixed_to_mono_f32() {

@@ -998,6 +998,18 @@ fn models_list(models: &ModelsDir, settings: &Settings) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// The ONNX Runtime library setup fetched is checked against its pin (sha256, through the
+/// identity cache) before anything loads it: a truncated or replaced library is an error
+/// naming it, not a crash inside the loader. A library the user names with
+/// `$ORT_DYLIB_PATH` is theirs to vouch for (it is loaded only if it has ONNX Runtime's entry
+/// point).
+fn verify_runtime(models: &ModelsDir, lib: &Path, cache: &mut HashCache) -> anyhow::Result<()> {
+    if let Some(pin) = models.pin_for(lib) {
+        models::verify_file_hashed(lib, &pin, || Ok(cache.identify(lib, &pin.dest)?.sha256))?;
+    }
+    Ok(())
+}
+
 fn runtime_set() -> String {
     let os = if cfg!(target_os = "macos") {
         "macos"
@@ -1238,6 +1250,7 @@ fn say(
     let onnx = model_weight(models, "tts", voice)?;
     let runtime = crate::tts::default_runtime_path(&models.root);
     let mut ctx = AuditContext::new(&models.root);
+    verify_runtime(models, &runtime, &mut ctx.cache)?;
     let pass = match startup_gate(&mut ctx, &settings, &[voice])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
@@ -1533,6 +1546,7 @@ fn agent(
     // The three engines load and warm up at once, each on its own thread (on 2 cores the
     // voice's ONNX session and the LLM's weights overlap instead of queueing).
     let runtime = crate::tts::default_runtime_path(&models.root);
+    verify_runtime(models, &runtime, &mut ctx.cache)?;
     let (stt, llm, tts) = std::thread::scope(|s| {
         let stt = s.spawn(|| Stt::load(&pass, &whisper));
         let llm = s.spawn(|| -> anyhow::Result<crate::llm::Llm> {

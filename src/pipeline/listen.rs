@@ -676,6 +676,7 @@ fn run_capture_thread(
     let mut first_open = true;
     let mut last_report = Instant::now();
     let mut reported_overruns = 0;
+    let mut reported_non_finite = 0;
     while !stop.load(Ordering::Relaxed) {
         let prod = match producer.take() {
             Some(p) => p,
@@ -735,10 +736,20 @@ fn run_capture_thread(
                     );
                     reported_overruns = overruns;
                 }
+                let non_finite = stats.non_finite.load(Ordering::Relaxed);
+                if non_finite > reported_non_finite {
+                    tracing::warn!(
+                        stage = "capture",
+                        samples = non_finite - reported_non_finite,
+                        "the input device sent NaN or infinite samples: heard as silence"
+                    );
+                    reported_non_finite = non_finite;
+                }
                 tracing::debug!(
                     stage = "capture",
                     samples = stats.samples.load(Ordering::Relaxed),
                     overruns,
+                    clipped = stats.clipped.load(Ordering::Relaxed),
                     "capture counters"
                 );
                 last_report = Instant::now();

@@ -85,6 +85,36 @@ fn a_bad_onnx_runtime_path_fails_fast_with_its_name() {
     );
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn a_truncated_onnx_runtime_library_is_refused_by_its_pin_before_it_is_loaded() {
+    model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    // A models directory like the real one, with the runtime library cut short.
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(models.join("onnxruntime")).unwrap();
+    std::os::unix::fs::symlink(
+        models_dir().join("piper-en_US-joe-medium"),
+        models.join("piper-en_US-joe-medium"),
+    )
+    .unwrap();
+    let real = std::fs::read(models_dir().join("onnxruntime/libonnxruntime.so.1.32.0")).unwrap();
+    let lib = models.join("onnxruntime/libonnxruntime.so.1.32.0");
+    std::fs::write(&lib, &real[..real.len() / 2]).unwrap();
+    let out = run(sotto()
+        .env_remove("ORT_DYLIB_PATH")
+        .arg("--models-dir")
+        .arg(&models)
+        .args(["say", "hello", "-o"])
+        .arg(dir.path().join("x.wav")));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("libonnxruntime.so.1.32.0") && err.contains("its pin"),
+        "{err}"
+    );
+}
+
 #[test]
 fn say_plays_through_the_default_output_device() {
     model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
