@@ -668,3 +668,38 @@ fn a_licence_path_outside_the_manifests_directory_is_not_read() {
         );
     }
 }
+
+#[test]
+fn alias_bombs_and_deep_nesting_in_a_manifest_cost_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = vec![
+        "framework:".to_string(),
+        "  name: Model Openness Framework".into(),
+        "release:".into(),
+        "  name: x".into(),
+        "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]".into(),
+    ];
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+        lines.push(format!("a{i}: &a{i} [{refs}]"));
+    }
+    let laughs = dir.path().join("laughs.yml");
+    std::fs::write(&laughs, lines.join("\n") + "\n").unwrap();
+    let deep = dir.path().join("deep.yml");
+    std::fs::write(
+        &deep,
+        format!(
+            "framework:\n  name: Model Openness Framework\nrelease:\n  name: x\nd: {}{}\n",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        ),
+    )
+    .unwrap();
+    for m in [&laughs, &deep] {
+        let t0 = std::time::Instant::now();
+        let out = run(sotto_in(dir.path()).args(["audit", "--manifest"]).arg(m));
+        // Judged (or refused as malformed) by name, promptly: never expanded into gigabytes.
+        assert!(matches!(out.status.code(), Some(1 | 3)), "{}", stderr(&out));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    }
+}
