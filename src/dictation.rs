@@ -79,6 +79,9 @@ pub fn run(
     mut on_transcript: impl FnMut(&Transcript),
 ) -> Result<DictationStats, DictationError> {
     listen.speculate = listen.ptt.is_none();
+    // Dictation ends a plainly complete sentence at its pause: cut too early, the text is all
+    // still there, in two lines (the agent, which answers, waits for a longer silence).
+    listen.segmenter.end_early_frames = listen.segmenter.pause_frames;
     let listener = Listener::start(&listen, stop, Hooks::default())?;
     let end_now = listener.end_now.clone();
 
