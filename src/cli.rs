@@ -721,8 +721,8 @@ fn whisper_model(
         Some(p) => p,
         None => model_weight(models, "stt", role_id)?,
     };
-    if let Some(pin) = models.pin_for(&path) {
-        models::verify_file_hashed(&path, &pin, || Ok(cache.identify(&path, &pin.dest)?.sha256))?;
+    if models.pin_for(&path).is_some() {
+        verify_pinned(models, &path, cache)?;
     } else if !path.exists() {
         bail!("{}: model file not found", path.display());
     }
@@ -998,14 +998,13 @@ fn models_list(models: &ModelsDir, settings: &Settings) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// The ONNX Runtime library setup fetched is checked against its pin (sha256, through the
-/// identity cache) before anything loads it: a truncated or replaced library is an error
-/// naming it, not a crash inside the loader. A library the user names with
-/// `$ORT_DYLIB_PATH` is theirs to vouch for (it is loaded only if it has ONNX Runtime's entry
-/// point).
-fn verify_runtime(models: &ModelsDir, lib: &Path, cache: &mut HashCache) -> anyhow::Result<()> {
-    if let Some(pin) = models.pin_for(lib) {
-        models::verify_file_hashed(lib, &pin, || Ok(cache.identify(lib, &pin.dest)?.sha256))?;
+/// A file setup fetched or made is checked against its pin (sha256, through the identity
+/// cache) before anything loads it: a truncated or replaced file is an error naming it, not a
+/// crash inside a loader. A file with no pin (the user's own, e.g. `$ORT_DYLIB_PATH`) is
+/// theirs to vouch for.
+fn verify_pinned(models: &ModelsDir, path: &Path, cache: &mut HashCache) -> anyhow::Result<()> {
+    if let Some(pin) = models.pin_for(path) {
+        models::verify_file_hashed(path, &pin, || Ok(cache.identify(path, &pin.dest)?.sha256))?;
     }
     Ok(())
 }
@@ -1250,7 +1249,7 @@ fn say(
     let onnx = model_weight(models, "tts", voice)?;
     let runtime = crate::tts::default_runtime_path(&models.root);
     let mut ctx = AuditContext::new(&models.root);
-    verify_runtime(models, &runtime, &mut ctx.cache)?;
+    verify_pinned(models, &runtime, &mut ctx.cache)?;
     let pass = match startup_gate(&mut ctx, &settings, &[voice])? {
         Ok(pass) => pass,
         Err(code) => return Ok(code),
@@ -1546,7 +1545,7 @@ fn agent(
     // The three engines load and warm up at once, each on its own thread (on 2 cores the
     // voice's ONNX session and the LLM's weights overlap instead of queueing).
     let runtime = crate::tts::default_runtime_path(&models.root);
-    verify_runtime(models, &runtime, &mut ctx.cache)?;
+    verify_pinned(models, &runtime, &mut ctx.cache)?;
     let (stt, llm, tts) = std::thread::scope(|s| {
         let stt = s.spawn(|| Stt::load(&pass, &whisper));
         let llm = s.spawn(|| -> anyhow::Result<crate::llm::Llm> {

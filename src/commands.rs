@@ -501,32 +501,40 @@ pub fn validate_text(s: &str) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
+const UNITS: &[&str] = &[
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+];
+const TENS: &[&str] = &[
+    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+];
+
+/// A word that is part of a spoken number ("twenty", "hundred", "point", "oh").
+pub fn is_number_word(w: &str) -> bool {
+    UNITS.contains(&w)
+        || TENS[2..].contains(&w)
+        || ["hundred", "thousand", "million", "point", "oh"].contains(&w)
+}
+
 fn parse_number(words: &[String]) -> Option<u64> {
-    const UNITS: &[&str] = &[
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-    ];
-    const TENS: &[&str] = &[
-        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
-    ];
     match words {
         [w] if w.chars().all(|c| c.is_ascii_digit()) && w.len() <= 9 => w.parse().ok(),
         [w] => UNITS

@@ -223,16 +223,22 @@ impl Manifest {
         if let Some(own) = &component.license {
             return Some(own.clone()).filter(|l| !l.is_empty());
         }
-        let defaults = self.release.license.clone().unwrap_or_default();
-        let by_type = match ty {
-            ContentType::Code => defaults.code,
-            ContentType::Data => defaults.data,
-            ContentType::Document => defaults.document,
-        };
-        [by_type, defaults.distribution]
+        self.release_licences(ty)
+            .find_map(|np| np.name.clone().filter(|n| !n.is_empty()))
+    }
+
+    /// The release licences a component of type `ty` inherits, in order: the one for its
+    /// content type, then the distribution licence.
+    fn release_licences(&self, ty: ContentType) -> impl Iterator<Item = &NamePath> {
+        let defaults = self.release.license.as_ref();
+        let by_type = defaults.and_then(|d| match ty {
+            ContentType::Code => d.code.as_ref(),
+            ContentType::Data => d.data.as_ref(),
+            ContentType::Document => d.document.as_ref(),
+        });
+        [by_type, defaults.and_then(|d| d.distribution.as_ref())]
             .into_iter()
             .flatten()
-            .find_map(|np| np.name.filter(|n| !n.is_empty()))
     }
 
     /// Where the licence text of a component is said to be: its own `license_path`, else that
@@ -266,18 +272,10 @@ impl Manifest {
         if let Some(own) = &component.license {
             return Licence::from_name(own);
         }
-        let defaults = self.release.license.clone().unwrap_or_default();
-        let by_type = match ty {
-            ContentType::Code => defaults.code,
-            ContentType::Data => defaults.data,
-            ContentType::Document => defaults.document,
-        };
-        for np in [by_type, defaults.distribution].into_iter().flatten() {
-            if let Some(name) = np.name.filter(|n| !n.trim().is_empty()) {
-                return Licence::from_name(&name);
-            }
-        }
-        Licence::Undisclosed
+        self.release_licences(ty)
+            .find_map(|np| np.name.as_deref().filter(|n| !n.trim().is_empty()))
+            .map(Licence::from_name)
+            .unwrap_or(Licence::Undisclosed)
     }
 }
 
@@ -329,11 +327,11 @@ pub const REGISTRY: &[(&str, &str)] = &[
     ),
 ];
 
-/// Finds a registry manifest by model id. The registry is parsed once per process.
-pub fn registry_manifest(id: &str) -> Option<Result<Manifest, ManifestError>> {
+/// The registry, parsed once per process: (file name, manifest or why it is invalid).
+fn registry_parsed() -> &'static [(&'static str, Result<Manifest, String>)] {
     static PARSED: std::sync::OnceLock<Vec<(&str, Result<Manifest, String>)>> =
         std::sync::OnceLock::new();
-    let parsed = PARSED.get_or_init(|| {
+    PARSED.get_or_init(|| {
         REGISTRY
             .iter()
             .map(|(name, text)| {
@@ -344,8 +342,19 @@ pub fn registry_manifest(id: &str) -> Option<Result<Manifest, ManifestError>> {
                 (*name, m)
             })
             .collect()
-    });
-    parsed.iter().find_map(|(name, m)| match m {
+    })
+}
+
+/// Every valid registry manifest.
+pub fn registry_manifests() -> impl Iterator<Item = &'static Manifest> {
+    registry_parsed()
+        .iter()
+        .filter_map(|(_, m)| m.as_ref().ok())
+}
+
+/// Finds a registry manifest by model id.
+pub fn registry_manifest(id: &str) -> Option<Result<Manifest, ManifestError>> {
+    registry_parsed().iter().find_map(|(name, m)| match m {
         Ok(m) if m.id() == id => Some(Ok(m.clone())),
         Err(reason) if name.trim_end_matches(".yml") == id => Some(Err(ManifestError::Invalid {
             path: name.to_string(),

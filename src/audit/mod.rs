@@ -134,15 +134,8 @@ impl AuditContext {
             let m = Manifest::read(&dir.join("manifest.yml"))?;
             return self.audit_manifest(&m, dir, &mut Vec::new());
         }
-        let weights: Vec<&crate::models::user::FileHash> = record
-            .files
-            .iter()
-            .filter(|f| f.path != "tokenizer.json" && !f.path.ends_with(".onnx.json"))
-            .collect();
-        for (_, text) in manifest::REGISTRY {
-            let Ok(mut m) = Manifest::parse("registry", text) else {
-                continue;
-            };
+        for registered in manifest::registry_manifests() {
+            let mut m = registered.clone();
             let Some(ext) = m.sotto.as_mut() else {
                 continue;
             };
@@ -175,7 +168,7 @@ impl AuditContext {
             );
             return Ok(r);
         }
-        let first = weights.first().map(|f| dir.join(&f.path));
+        let first = record.weights().next().map(|f| dir.join(&f.path));
         let path = first.unwrap_or_else(|| dir.join("model.toml"));
         let mut r = self.audit_bare_file(&path)?;
         r.id = record.name.clone();

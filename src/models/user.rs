@@ -79,6 +79,17 @@ pub struct Record {
     pub added: String,
 }
 
+impl Record {
+    /// The model's own files: what was written, less the tokenizer and the voice's config.
+    pub fn weights(&self) -> impl Iterator<Item = &FileHash> {
+        self.files.iter().filter(|f| is_weight(&f.path))
+    }
+}
+
+fn is_weight(path: &str) -> bool {
+    path != "tokenizer.json" && !path.ends_with(".onnx.json")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
     #[error(transparent)]
@@ -433,7 +444,7 @@ fn pin_manifest(
     ext.id = name.to_string();
     ext.weights = files
         .iter()
-        .filter(|f| f.path != "tokenizer.json" && !f.path.ends_with(".onnx.json"))
+        .filter(|f| is_weight(&f.path))
         .map(|f| WeightFile {
             path: f.path.clone(),
             sha256: f.sha256.clone(),

@@ -357,42 +357,6 @@ pub struct SpeculationStats {
     pub stt_ms: u64,
 }
 
-const NUMBER_WORDS: &[&str] = &[
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
-    "hundred",
-    "thousand",
-    "million",
-    "point",
-    "oh",
-];
-
 /// A yes or no is complete as soon as it is said ("Yes." / "No, don't.").
 fn plainly_complete_reply(text: &str) -> bool {
     let t = text.trim();
@@ -418,7 +382,7 @@ pub fn plainly_complete(text: &str) -> bool {
     let Some(last) = words.last() else {
         return false;
     };
-    let numeric = last.chars().all(|c| c.is_ascii_digit()) || NUMBER_WORDS.contains(&last.as_str());
+    let numeric = last.chars().all(|c| c.is_ascii_digit()) || commands::is_number_word(last);
     !(crate::chunker::DANGLING.contains(&last.as_str()) || (numeric && !question))
 }
 
