@@ -72,6 +72,9 @@ pub struct Stages {
 pub struct Summary {
     pub turns: Vec<TurnRecord>,
     pub dropped_samples: u64,
+    /// Stretches of speech heard while sotto spoke, muted by the echo guard (see
+    /// [`crate::pipeline::listen::ListenStats::muted_speech`]).
+    pub muted_speech: u64,
     pub speculation: SpeculationStats,
 }
 
@@ -357,7 +360,9 @@ pub fn run(
         join("playback", playback),
         join("actions", actions),
     ];
-    summary.dropped_samples = listener.finish()?.dropped_samples;
+    let heard = listener.finish()?;
+    summary.dropped_samples = heard.dropped_samples;
+    summary.muted_speech = heard.muted_speech;
     summary.speculation = coordinator.speculation_stats.clone();
     results.into_iter().collect::<Result<Vec<()>, _>>()?;
     Ok(summary)

@@ -804,16 +804,34 @@ fn output_paths(args: &TranscribeArgs) -> anyhow::Result<Vec<Option<PathBuf>>> {
     } else {
         std::fs::create_dir_all(out)
             .with_context(|| format!("cannot create output directory {}", out.display()))?;
-        args.files
-            .iter()
-            .map(|f| {
-                let stem = f
-                    .file_stem()
-                    .filter(|_| f != Path::new("-"))
-                    .unwrap_or("stdin".as_ref());
-                out.join(stem).with_extension(args.format.extension())
-            })
-            .collect()
+        // Inputs with the same name from different directories each keep their transcript:
+        // the second talk.wav writes talk-2.txt (said on stderr), never over the first.
+        let mut taken = std::collections::HashSet::new();
+        let mut paths = Vec::with_capacity(args.files.len());
+        for f in &args.files {
+            let stem = f
+                .file_stem()
+                .filter(|_| f != Path::new("-"))
+                .unwrap_or("stdin".as_ref())
+                .to_string_lossy()
+                .into_owned();
+            let ext = args.format.extension();
+            let mut path = out.join(format!("{stem}.{ext}"));
+            let mut n = 2;
+            while !taken.insert(path.clone()) {
+                path = out.join(format!("{stem}-{n}.{ext}"));
+                n += 1;
+            }
+            if n > 2 {
+                eprintln!(
+                    "note: {} goes to {}: another input has the same name",
+                    f.display(),
+                    path.display()
+                );
+            }
+            paths.push(path);
+        }
+        paths
     };
     for p in &paths {
         if p.exists() && !args.force {
@@ -1670,6 +1688,14 @@ fn agent(
         eprintln!(
             "warning: {} samples were dropped because processing fell behind",
             summary.dropped_samples
+        );
+    }
+    if summary.muted_speech > 0 {
+        eprintln!(
+            "note: speech was heard {} time(s) while sotto spoke and was not transcribed (the \
+             echo guard mutes the microphone then; through speakers that is mostly sotto's own \
+             voice; with headphones, --barge-in lets you interrupt)",
+            summary.muted_speech
         );
     }
     if args.metrics.is_some() {

@@ -28,43 +28,101 @@ pub enum DetectorKind {
 
 /// Per-frame speech/non-speech decision.
 pub enum Detector {
-    Webrtc(Box<webrtc_vad::Vad>, Vec<i16>),
+    Webrtc(WebrtcDetector),
     Energy(EnergyDetector),
+}
+
+/// WebRTC's VAD with a guard for digital silence.
+///
+/// WebRTC adapts its noise model only on frames with some energy: through digital silence
+/// (a muted microphone, the gaps of a file, the mic muted while sotto speaks) the model keeps
+/// whatever speech taught it, and over a long run it drifts until the pauses inside speech
+/// read as speech and utterances merge (seen after ~26 min of `dictate`; a replay of an hour
+/// of speech with 2 s gaps of zeros showed the speech it heard in the zeros growing from 21
+/// to 48 frames per 5 minutes, and the way it split the same clip changing after 25 min).
+/// So after [`RESET_AFTER_SILENT_FRAMES`] of digital silence in a row the detector starts
+/// afresh: whatever it learned belongs to audio that is gone. Shorter runs of zeros (the gaps
+/// between a synthesiser's words) stay WebRTC's to judge, with its own hangover.
+pub struct WebrtcDetector {
+    vad: Box<webrtc_vad::Vad>,
+    mode: u8,
+    buf: Vec<i16>,
+    silent_run: usize,
+    /// Times the detector was started afresh after digital silence.
+    pub resets: u64,
+}
+
+/// One second of digital silence: the source was muted or the audio gated.
+pub const RESET_AFTER_SILENT_FRAMES: usize = (1000 / FRAME_MS) as usize;
+
+/// Samples within one 16-bit step of zero: digital silence, not a quiet room (a real
+/// microphone's noise is tens of steps).
+const DIGITAL_SILENCE: f32 = 1.0 / 32_768.0;
+
+impl WebrtcDetector {
+    fn new(aggressiveness: u8) -> Self {
+        Self {
+            vad: Self::vad(aggressiveness),
+            mode: aggressiveness,
+            buf: vec![0; FRAME_SAMPLES],
+            silent_run: 0,
+            resets: 0,
+        }
+    }
+
+    fn vad(aggressiveness: u8) -> Box<webrtc_vad::Vad> {
+        let mode = match aggressiveness {
+            0 => webrtc_vad::VadMode::Quality,
+            1 => webrtc_vad::VadMode::LowBitrate,
+            2 => webrtc_vad::VadMode::Aggressive,
+            _ => webrtc_vad::VadMode::VeryAggressive,
+        };
+        Box::new(webrtc_vad::Vad::new_with_rate_and_mode(
+            webrtc_vad::SampleRate::Rate16kHz,
+            mode,
+        ))
+    }
+
+    pub fn is_speech(&mut self, frame: &[f32]) -> bool {
+        if frame.iter().all(|s| s.abs() <= DIGITAL_SILENCE) {
+            self.silent_run += 1;
+            if self.silent_run == RESET_AFTER_SILENT_FRAMES {
+                self.vad = Self::vad(self.mode);
+                self.resets += 1;
+            }
+        } else {
+            self.silent_run = 0;
+        }
+        for (o, s) in self.buf.iter_mut().zip(frame) {
+            *o = (s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16;
+        }
+        self.vad
+            .is_voice_segment(&self.buf[..frame.len().min(FRAME_SAMPLES)])
+            .unwrap_or(false)
+    }
 }
 
 impl Detector {
     /// `aggressiveness` 0 (keeps most audio) … 3 (drops most non-speech).
     pub fn new(kind: DetectorKind, aggressiveness: u8) -> Self {
         match kind {
-            DetectorKind::Webrtc => {
-                let mode = match aggressiveness {
-                    0 => webrtc_vad::VadMode::Quality,
-                    1 => webrtc_vad::VadMode::LowBitrate,
-                    2 => webrtc_vad::VadMode::Aggressive,
-                    _ => webrtc_vad::VadMode::VeryAggressive,
-                };
-                Detector::Webrtc(
-                    Box::new(webrtc_vad::Vad::new_with_rate_and_mode(
-                        webrtc_vad::SampleRate::Rate16kHz,
-                        mode,
-                    )),
-                    vec![0; FRAME_SAMPLES],
-                )
-            }
+            DetectorKind::Webrtc => Detector::Webrtc(WebrtcDetector::new(aggressiveness)),
             DetectorKind::Energy => Detector::Energy(EnergyDetector::default()),
         }
     }
 
     pub fn is_speech(&mut self, frame: &[f32]) -> bool {
         match self {
-            Detector::Webrtc(vad, buf) => {
-                for (o, s) in buf.iter_mut().zip(frame) {
-                    *o = (s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16;
-                }
-                vad.is_voice_segment(&buf[..frame.len().min(FRAME_SAMPLES)])
-                    .unwrap_or(false)
-            }
+            Detector::Webrtc(w) => w.is_speech(frame),
             Detector::Energy(e) => e.is_speech(frame),
+        }
+    }
+
+    /// Times the detector started afresh after digital silence.
+    pub fn resets(&self) -> u64 {
+        match self {
+            Detector::Webrtc(w) => w.resets,
+            Detector::Energy(_) => 0,
         }
     }
 }

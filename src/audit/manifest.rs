@@ -21,13 +21,26 @@ pub enum ManifestError {
     },
     #[error("{path}: not a valid MOF manifest: {reason}")]
     Invalid { path: String, reason: String },
-    #[error("{path}: not a valid MOF manifest")]
-    Yaml {
-        path: String,
-        #[source]
-        source: serde_norway::Error,
-    },
 }
+
+/// An error message cut to a readable length, keeping its end (where the line and column are).
+fn shorten(message: &str) -> String {
+    const HEAD: usize = 200;
+    const TAIL: usize = 80;
+    let chars: Vec<char> = message.chars().collect();
+    if chars.len() <= HEAD + TAIL + 20 {
+        return message.to_string();
+    }
+    let head: String = chars[..HEAD].iter().collect();
+    let tail: String = chars[chars.len() - TAIL..].iter().collect();
+    format!(
+        "{head} … ({} characters cut) … {tail}",
+        chars.len() - HEAD - TAIL
+    )
+}
+
+/// The largest manifest read: MOF manifests are a few KiB.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// A whole manifest file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -166,9 +179,10 @@ pub struct DataInformation {
 
 impl Manifest {
     pub fn parse(name: &str, text: &str) -> Result<Self, ManifestError> {
-        let m: Manifest = serde_norway::from_str(text).map_err(|source| ManifestError::Yaml {
+        let m: Manifest = serde_norway::from_str(text).map_err(|e| ManifestError::Invalid {
             path: name.to_string(),
-            source,
+            // The YAML error quotes the offending value, which may be megabytes long.
+            reason: shorten(&e.to_string()),
         })?;
         if m.framework.name != "Model Openness Framework" {
             return Err(ManifestError::Invalid {
@@ -188,10 +202,18 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Reads the manifest at `path`: a regular file of at most [`MAX_MANIFEST_BYTES`] (a
+    /// MOF manifest is a few KiB; a pipe, a device or a huge file is refused, not read).
     pub fn read(path: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        let io = |source| ManifestError::Io {
             path: path.display().to_string(),
             source,
+        };
+        let bytes =
+            crate::models::read_regular(path, MAX_MANIFEST_BYTES, "a manifest").map_err(io)?;
+        let text = String::from_utf8(bytes).map_err(|_| ManifestError::Invalid {
+            path: path.display().to_string(),
+            reason: "not UTF-8 text".into(),
         })?;
         Self::parse(&path.display().to_string(), &text)
     }

@@ -140,7 +140,7 @@ pub fn pins() -> Vec<Pin> {
 
 /// sha256 of a file, hex-encoded, streamed in 1 MiB blocks.
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut f = open_regular(path).map_err(|e| ModelError::io(path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -151,6 +151,59 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Opens `path` for reading only if it is a regular file: a FIFO, a device (`/dev/zero`) or a
+/// socket given where a model, manifest or licence belongs would block or never end. Opened
+/// without blocking (a FIFO with no writer would hang the open itself), then checked on the
+/// open handle, so a swap between a check and the open changes nothing.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a pipe, device or socket)"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}: a file is expected here"),
+        ));
+    }
+    Ok(file)
+}
+
+/// The bytes of the regular file at `path`, refused when it is larger than `max` bytes
+/// (named with the limit) rather than read into memory.
+pub fn read_regular(path: &Path, max: u64, what: &str) -> std::io::Result<Vec<u8>> {
+    let file = open_regular(path)?;
+    let len = file.metadata()?.len();
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len} bytes: {what} is at most {} KiB", max >> 10),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{what} is at most {} KiB and this one grew past it",
+                max >> 10
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Where the models live: `--models-dir`, else `$SOTTO_MODELS_DIR`, else the `models/`

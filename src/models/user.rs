@@ -175,7 +175,7 @@ pub fn detect(path: &Path) -> Result<Format, AddError> {
     let mut head = [0u8; 8];
     {
         use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+        let mut f = super::open_regular(path).map_err(|e| ModelError::io(path, e))?;
         let n = f.read(&mut head).map_err(|e| ModelError::io(path, e))?;
         if n < 4 {
             return Err(unsupported("too short to be a model".into()));

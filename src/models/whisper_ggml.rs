@@ -92,6 +92,20 @@ pub struct Header {
     pub tensors: Vec<TensorInfo>,
 }
 
+fn ggml_type_name(ggml_type: i32) -> &'static str {
+    match ggml_type {
+        0 => "float32",
+        1 => "float16",
+        2 => "q4_0",
+        3 => "q4_1",
+        6 => "q5_0",
+        7 => "q5_1",
+        8 => "q8_0",
+        30 => "bfloat16",
+        _ => "an unknown type",
+    }
+}
+
 /// Bytes taken by `n` elements of a ggml type, or None for a type whisper models do not use.
 fn ggml_type_bytes(ggml_type: i32, n: usize) -> Option<usize> {
     // (elements per block, bytes per block)
@@ -103,6 +117,7 @@ fn ggml_type_bytes(ggml_type: i32, n: usize) -> Option<usize> {
         6 => (32, 22), // Q5_0
         7 => (32, 24), // Q5_1
         8 => (32, 34), // Q8_0
+        30 => (1, 2),  // BF16
         _ => return None,
     };
     n.is_multiple_of(block).then(|| n / block * bytes)
@@ -115,18 +130,26 @@ impl Header {
     pub fn read(path: &Path) -> Result<Self, ModelError> {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         let file_len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
-        let mut r = BufReader::new(file);
+        Self::parse(path, &mut BufReader::new(file), file_len)
+    }
+
+    /// [`Header::read`] over any reader of `file_len` bytes (`path` names it in errors).
+    pub fn parse<R: Read + Seek>(
+        path: &Path,
+        r: &mut R,
+        file_len: u64,
+    ) -> Result<Self, ModelError> {
         let bad = |reason: String| ModelError::Format {
             path: path.to_path_buf(),
             reason,
         };
         let truncated = |what: &str| bad(format!("truncated while reading {what}"));
-        let i32_at = |r: &mut BufReader<File>, what: &str| -> Result<i32, ModelError> {
+        let i32_at = |r: &mut R, what: &str| -> Result<i32, ModelError> {
             let mut b = [0u8; 4];
             r.read_exact(&mut b).map_err(|_| truncated(what))?;
             Ok(i32::from_le_bytes(b))
         };
-        let magic = i32_at(&mut r, "the magic number")? as u32;
+        let magic = i32_at(r, "the magic number")? as u32;
         if magic != MAGIC {
             return Err(bad(format!(
                 "not a whisper.cpp ggml model (magic {magic:#010x}, expected {MAGIC:#010x})"
@@ -134,24 +157,23 @@ impl Header {
         }
         let mut hp = [0i32; 11];
         for v in hp.iter_mut() {
-            *v = i32_at(&mut r, "the hyper-parameters")?;
+            *v = i32_at(r, "the hyper-parameters")?;
         }
         let hparams = HParams::from_array(hp);
         if hp[..10].iter().any(|&v| v <= 0) {
             return Err(bad(format!("implausible hyper-parameters {hparams:?}")));
         }
-        let n_mel = i32_at(&mut r, "the mel filterbank")?;
-        let n_fft = i32_at(&mut r, "the mel filterbank")?;
-        let remaining = |r: &mut BufReader<File>| -> u64 {
-            file_len.saturating_sub(r.stream_position().unwrap_or(file_len))
-        };
+        let n_mel = i32_at(r, "the mel filterbank")?;
+        let n_fft = i32_at(r, "the mel filterbank")?;
+        let remaining =
+            |r: &mut R| -> u64 { file_len.saturating_sub(r.stream_position().unwrap_or(file_len)) };
         let filt_bytes = (n_mel.max(0) as u64) * (n_fft.max(0) as u64) * 4;
-        if n_mel <= 0 || n_fft <= 0 || filt_bytes > remaining(&mut r) {
+        if n_mel <= 0 || n_fft <= 0 || filt_bytes > remaining(r) {
             return Err(bad(format!("bad mel filterbank size {n_mel}x{n_fft}")));
         }
         r.seek_relative(filt_bytes as i64)
             .map_err(|e| ModelError::io(path, e))?;
-        let n_tokens = i32_at(&mut r, "the vocabulary")?;
+        let n_tokens = i32_at(r, "the vocabulary")?;
         if n_tokens < 0 || n_tokens > hparams.n_vocab {
             return Err(bad(format!(
                 "vocabulary of {n_tokens} tokens for n_vocab {}",
@@ -159,18 +181,18 @@ impl Header {
             )));
         }
         for _ in 0..n_tokens {
-            let len = i32_at(&mut r, "the vocabulary")?;
-            if len < 0 || len as u64 > remaining(&mut r) {
+            let len = i32_at(r, "the vocabulary")?;
+            if len < 0 || len as u64 > remaining(r) {
                 return Err(truncated("the vocabulary"));
             }
             r.seek_relative(len as i64)
                 .map_err(|e| ModelError::io(path, e))?;
         }
         let mut tensors = Vec::new();
-        while remaining(&mut r) > 0 {
-            let n_dims = i32_at(&mut r, "a tensor header")?;
-            let name_len = i32_at(&mut r, "a tensor header")?;
-            let ggml_type = i32_at(&mut r, "a tensor header")?;
+        while remaining(r) > 0 {
+            let n_dims = i32_at(r, "a tensor header")?;
+            let name_len = i32_at(r, "a tensor header")?;
+            let ggml_type = i32_at(r, "a tensor header")?;
             if !(1..=4).contains(&n_dims) || !(1..=256).contains(&name_len) {
                 return Err(bad(format!(
                     "bad tensor header (n_dims {n_dims}, name length {name_len}) after {} tensors",
@@ -179,7 +201,7 @@ impl Header {
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
-                let d = i32_at(&mut r, "tensor dimensions")?;
+                let d = i32_at(r, "tensor dimensions")?;
                 if d <= 0 {
                     return Err(bad(format!("tensor dimension {d}")));
                 }
@@ -194,7 +216,7 @@ impl Header {
             let bytes = ggml_type_bytes(ggml_type, n)
                 .ok_or_else(|| bad(format!("tensor {name}: unsupported ggml type {ggml_type}")))?;
             let offset = r.stream_position().map_err(|e| ModelError::io(path, e))?;
-            if bytes as u64 > remaining(&mut r) {
+            if bytes as u64 > remaining(r) {
                 return Err(bad(format!(
                     "truncated: tensor {name} needs {bytes} bytes at offset {offset}, \
                      file is {file_len} bytes"
@@ -211,6 +233,21 @@ impl Header {
         }
         if tensors.is_empty() {
             return Err(bad("no tensors: the file is truncated".into()));
+        }
+        // whisper.cpp loads a float32 model (ftype 0) and then aborts the process in its
+        // convolution, which takes float16 kernels only: refuse it here, with the way out.
+        if let Some(conv) = tensors
+            .iter()
+            .find(|t| t.name.starts_with("encoder.conv") && t.dims.len() == 3 && t.ggml_type != 1)
+        {
+            return Err(bad(format!(
+                "tensor {} is {} where whisper.cpp needs float16 (a float32 model, ftype {}, \
+                 stops whisper.cpp in its convolution); convert the model to float16, e.g. \
+                 `sotto models add` on the original .pt or CTranslate2 directory",
+                conv.name,
+                ggml_type_name(conv.ggml_type),
+                hparams.ftype
+            )));
         }
         Ok(Self {
             hparams,

@@ -155,7 +155,7 @@ pub struct Listener {
     pub cancelled_through: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     stats: Arc<CaptureStats>,
-    frontend: JoinHandle<Result<(), ListenError>>,
+    frontend: JoinHandle<Result<FrontendStats, ListenError>>,
     source: JoinHandle<Result<(), ListenError>>,
     ptt: Option<JoinHandle<Result<(), ListenError>>>,
 }
@@ -165,6 +165,60 @@ pub struct Listener {
 pub struct ListenStats {
     pub dropped_samples: u64,
     pub captured_samples: u64,
+    /// Stretches of speech heard while the input was muted (the echo guard, while sotto
+    /// speaks) and so never transcribed. Through speakers most are sotto's own voice; with
+    /// headphones they are the user's.
+    pub muted_speech: u64,
+    /// Times the voice detector started afresh after a second of digital silence.
+    pub detector_resets: u64,
+}
+
+/// What the front end counted.
+#[derive(Clone, Copy, Debug, Default)]
+struct FrontendStats {
+    muted_speech: u64,
+    detector_resets: u64,
+}
+
+/// Listens to the audio the echo guard mutes, only to count the speech in it: its own
+/// detector and segmenter, so the real ones never see it.
+struct MutedEar {
+    detector: Detector,
+    segmenter: Segmenter,
+    frame: Vec<f32>,
+    heard: u64,
+}
+
+impl MutedEar {
+    fn new(opts: &ListenOptions) -> Self {
+        Self {
+            detector: Detector::new(opts.detector, opts.aggressiveness),
+            segmenter: Segmenter::new(opts.segmenter.clone()),
+            frame: Vec::with_capacity(vad::FRAME_SAMPLES),
+            heard: 0,
+        }
+    }
+
+    fn hear(&mut self, samples: &[f32]) {
+        for &s in samples {
+            self.frame.push(s);
+            if self.frame.len() == vad::FRAME_SAMPLES {
+                let speech = self.detector.is_speech(&self.frame);
+                if self.segmenter.push(&self.frame, speech).is_some() {
+                    self.heard += 1;
+                }
+                self.frame.clear();
+            }
+        }
+    }
+
+    /// The input opened again: speech still in progress counts now.
+    fn unmuted(&mut self) {
+        if self.segmenter.flush().is_some() {
+            self.heard += 1;
+        }
+        self.frame.clear();
+    }
 }
 
 impl Listener {
@@ -270,9 +324,12 @@ impl Listener {
     /// drained), then stops and joins the other threads.
     pub fn finish(self) -> Result<ListenStats, ListenError> {
         drop(self.utterances);
-        let join = |name: &'static str, h: JoinHandle<Result<(), ListenError>>| {
+        fn join<T>(
+            name: &'static str,
+            h: JoinHandle<Result<T, ListenError>>,
+        ) -> Result<T, ListenError> {
             h.join().map_err(|_| ListenError::Panicked(name))?
-        };
+        }
         let frontend = join("frontend", self.frontend);
         // The source may still be waiting on a device; it sees `stop` or has finished.
         self.stop.store(true, Ordering::Relaxed);
@@ -280,10 +337,12 @@ impl Listener {
         if let Some(h) = self.ptt {
             join("ptt", h)?;
         }
-        frontend?;
+        let counted = frontend?;
         Ok(ListenStats {
             dropped_samples: self.stats.overruns.load(Ordering::Relaxed),
             captured_samples: self.stats.samples.load(Ordering::Relaxed),
+            muted_speech: counted.muted_speech,
+            detector_resets: counted.detector_resets,
         })
     }
 }
@@ -313,6 +372,16 @@ enum Gate {
 }
 
 impl Gate {
+    fn stats(&self, ear: &MutedEar) -> FrontendStats {
+        FrontendStats {
+            muted_speech: ear.heard,
+            detector_resets: match self {
+                Gate::Vad { detector, .. } => detector.resets(),
+                Gate::Ptt { .. } => 0,
+            },
+        }
+    }
+
     /// Feeds 16 kHz samples (`pos`: samples fed before them); finished utterances are pushed
     /// onto `done`.
     fn feed(&mut self, samples: &[f32], pos: usize, done: &mut Vec<Utterance>) {
@@ -459,13 +528,15 @@ fn frontend(
     hooks: Hooks,
     source_done: &AtomicBool,
     out: Outputs,
-) -> Result<(), ListenError> {
+) -> Result<FrontendStats, ListenError> {
     let muted = || {
         hooks
             .mute
             .as_ref()
             .is_some_and(|m| m.load(Ordering::Relaxed))
     };
+    let mut muted_ear = MutedEar::new(opts);
+    let mut was_muted = false;
     let mut gate = match ptt_commands {
         None => Gate::Vad {
             detector: Detector::new(opts.detector, opts.aggressiveness),
@@ -534,6 +605,7 @@ fn frontend(
             match resampler.as_mut() {
                 None => {
                     if muted() {
+                        muted_ear.hear(&raw[..raw_len]);
                         raw[..raw_len].fill(0.0);
                     }
                     gate.feed(&raw[..raw_len], pos, &mut done);
@@ -556,6 +628,7 @@ fn frontend(
                     let drop = skip.min(produced);
                     skip -= drop;
                     if muted() {
+                        muted_ear.hear(&resampled[drop..produced]);
                         resampled[..produced].fill(0.0);
                     }
                     gate.feed(&resampled[drop..produced], pos, &mut done);
@@ -563,6 +636,11 @@ fn frontend(
                 }
             }
             raw_len = 0;
+            let now_muted = muted();
+            if was_muted && !now_muted {
+                muted_ear.unmuted();
+            }
+            was_muted = now_muted;
         } else if n == 0 {
             // Push-to-talk commands must be seen even when no audio arrives.
             gate.feed(&[], pos, &mut done);
@@ -632,7 +710,7 @@ fn frontend(
             };
             turn = turn.next();
             if out.utterances.send(heard).is_err() {
-                return Ok(());
+                return Ok(gate.stats(&muted_ear));
             }
         }
         if finished && raw_len == 0 {
@@ -652,7 +730,8 @@ fn frontend(
             utterance: u,
         });
     }
-    Ok(())
+    muted_ear.unmuted();
+    Ok(gate.stats(&muted_ear))
 }
 
 /// An open stream that delivers no samples for this long is treated as gone.

@@ -469,6 +469,62 @@ fn barge_in_stops_playback_at_once_and_nothing_of_the_cancelled_turn_plays_after
 }
 
 #[test]
+fn speech_while_sotto_speaks_without_barge_in_is_counted_not_lost_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.wav"), dir.path().join("b.wav"));
+    espeak("Tell me a long story.", &a);
+    espeak("Stop, that is enough.", &b);
+    let input = dir.path().join("input.wav");
+    concat(
+        &[a, silence(dir.path(), "4"), b, silence(dir.path(), "3")],
+        &input,
+    );
+    let out = dir.path().join("out.wav");
+    let stages = Stages {
+        transcriber: Box::new(Script(vec![
+            "Tell me a long story.",
+            "Stop, that is enough.",
+        ])),
+        // Twelve sentences at half a second a clause: the reply still plays when "Stop"
+        // is said four seconds after the question.
+        responder: Box::new(Talker { sentences: 12 }),
+        voice: Box::new(Levels {
+            turn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }),
+        output: Box::new(move |started| {
+            Ok(
+                Box::new(sotto::playback::Recorder::with_start(&out, 16_000, started))
+                    as Box<dyn sotto::playback::Output>,
+            )
+        }),
+    };
+    let settings = Settings {
+        barge_in: false,
+        max_sentences: 100,
+        ..Settings::default()
+    };
+    let mut records: Vec<TurnRecord> = Vec::new();
+    let summary = agent::run(
+        listen(&input),
+        stages,
+        settings,
+        Arc::new(AtomicBool::new(false)),
+        |r| records.push(r.clone()),
+    )
+    .unwrap();
+    assert_eq!(
+        records.len(),
+        1,
+        "only the question is a turn: {records:#?}"
+    );
+    assert_eq!(records[0].outcome, TurnOutcome::Answered);
+    assert_eq!(
+        summary.muted_speech, 1,
+        "the words said over the reply are counted once"
+    );
+}
+
+#[test]
 fn shell_metacharacters_in_a_transcript_run_nothing_they_should_not() {
     let dir = tempfile::tempdir().unwrap();
     let args_log = dir.path().join("args.log");

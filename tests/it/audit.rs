@@ -703,3 +703,60 @@ fn alias_bombs_and_deep_nesting_in_a_manifest_cost_nothing() {
         assert!(t0.elapsed() < std::time::Duration::from_secs(10));
     }
 }
+
+#[test]
+fn a_pipe_a_device_or_a_huge_file_as_a_manifest_is_refused_by_name_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yml");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let huge = dir.path().join("huge.yml");
+    // One YAML string of 3 MB: its parse error would quote all of it.
+    std::fs::write(&huge, "x".repeat(3 << 20)).unwrap();
+    for (path, says) in [
+        (std::path::PathBuf::from("/dev/zero"), "not a regular file"),
+        (fifo.clone(), "not a regular file"),
+        (huge.clone(), "a manifest is at most 1024 KiB"),
+    ] {
+        let t0 = std::time::Instant::now();
+        let mut child = sotto_in(dir.path())
+            .args(["audit", "--manifest"])
+            .arg(&path)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A hang is the failure this test exists for: kill it rather than wait forever.
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("audit --manifest {} did not finish", path.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", path.display());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(
+            err.len() < 2_000,
+            "a short message, not the file: {} bytes",
+            err.len()
+        );
+    }
+    // And a model path that is a pipe is refused the same way by `models add`.
+    let out = run(sotto_in(dir.path())
+        .env("SOTTO_DATA_DIR", dir.path().join("data"))
+        .args(["models", "add"])
+        .arg(&fifo));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+}

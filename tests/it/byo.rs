@@ -318,6 +318,69 @@ fn a_model_added_without_a_manifest_is_refused_with_the_remedy_and_with_one_it_l
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
 
+/// The quick-start whisper.cpp file with every float16 tensor widened to float32 and ftype 0:
+/// what whisper.cpp's own converter writes with `--use-f32`.
+fn write_float32_ggml(ggml: &Path, out: &Path) {
+    let header = sotto::models::whisper_ggml::Header::read(ggml).unwrap();
+    let bytes = std::fs::read(ggml).unwrap();
+    let head_len =
+        |t: &sotto::models::whisper_ggml::TensorInfo| 12 + 4 * t.dims.len() + t.name.len();
+    let first = &header.tensors[0];
+    let mut o = bytes[..first.offset as usize - head_len(first)].to_vec();
+    o[44..48].copy_from_slice(&0i32.to_le_bytes()); // hparams.ftype
+    for t in &header.tensors {
+        let n: usize = t.dims.iter().product();
+        let start = t.offset as usize;
+        o.extend((t.dims.len() as i32).to_le_bytes());
+        o.extend((t.name.len() as i32).to_le_bytes());
+        o.extend(0i32.to_le_bytes());
+        for &d in t.dims.iter().rev() {
+            o.extend((d as i32).to_le_bytes());
+        }
+        o.extend(t.name.as_bytes());
+        match t.ggml_type {
+            0 => o.extend(&bytes[start..start + 4 * n]),
+            1 => {
+                for h in bytes[start..start + 2 * n].chunks(2) {
+                    o.extend(
+                        half::f16::from_le_bytes([h[0], h[1]])
+                            .to_f32()
+                            .to_le_bytes(),
+                    );
+                }
+            }
+            other => panic!("unexpected type {other} in the quick-start model"),
+        }
+    }
+    std::fs::write(out, o).unwrap();
+}
+
+#[test]
+fn a_float32_whisper_file_is_refused_by_name_before_whisper_cpp_can_abort_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f32_file = dir.path().join("ggml-tiny.en-f32.bin");
+    write_float32_ggml(&models_dir().join(sotto::models::WHISPER_GGML), &f32_file);
+    let out = run(sotto_data(dir.path())
+        .args(["models", "add"])
+        .arg(&f32_file));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&f32_file.display().to_string()), "{err}");
+    assert!(
+        err.contains("encoder.conv1.weight is float32 where whisper.cpp needs float16"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("GGML_ASSERT"),
+        "{err}"
+    );
+    let models = dir.path().join("data/models");
+    let left: Vec<_> = std::fs::read_dir(&models)
+        .map(|d| d.filter_map(|e| e.ok()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing is left behind: {left:?}");
+}
+
 #[test]
 fn an_unsupported_gguf_architecture_is_a_clear_error_and_nothing_is_added() {
     let gemma = models_dir().join("gemma-3-270m");

@@ -15,3 +15,4 @@ mod llm;
 mod models;
 mod speech;
 mod transcribe;
+mod vad;

@@ -196,6 +196,33 @@ fn an_existing_output_file_is_never_overwritten() {
 }
 
 #[test]
+fn inputs_with_the_same_name_each_keep_their_transcript() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::copy(jfk_wav(), a.join("talk.wav")).unwrap();
+    espeak(
+        "The meeting has been moved to the second floor.",
+        &b.join("talk.wav"),
+    );
+    let out_dir = dir.path().join("out");
+    let out = run(sotto()
+        .arg("transcribe")
+        .arg(a.join("talk.wav"))
+        .arg(b.join("talk.wav"))
+        .arg("-o")
+        .arg(&out_dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("talk-2.txt"), "{}", stderr(&out));
+    let first = std::fs::read_to_string(out_dir.join("talk.txt")).unwrap();
+    let second = std::fs::read_to_string(out_dir.join("talk-2.txt")).unwrap();
+    assert_eq!(words(&first), words(&jfk_txt()));
+    assert!(second.contains("meeting"), "{second}");
+}
+
+#[test]
 fn a_text_file_given_as_audio_is_refused_by_name() {
     model(sotto::models::WHISPER_GGML);
     let dir = tempfile::tempdir().unwrap();
