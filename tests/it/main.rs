@@ -11,6 +11,7 @@ mod audit;
 mod byo;
 mod dictation;
 mod fetch;
+mod fuzz;
 mod llm;
 mod models;
 mod speech;
