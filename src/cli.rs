@@ -76,6 +76,18 @@ pub enum Command {
     Dictate(DictateArgs),
     /// List audio input and output devices.
     Devices,
+    /// Show the last dictated transcripts (the history kept in the data directory).
+    History {
+        /// How many, oldest first.
+        #[arg(long, default_value_t = 10, value_name = "N")]
+        last: usize,
+        /// Also copy them (one per line) to the clipboard.
+        #[arg(long)]
+        copy: bool,
+        /// One JSON object per line (time, text).
+        #[arg(long)]
+        json: bool,
+    },
     /// Control a running `sotto dictate --ptt`: start, stop, toggle or cancel recording.
     Ctl {
         #[arg(value_parser = ["start", "stop", "toggle", "cancel"])]
@@ -119,11 +131,13 @@ pub struct DictateArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Push-to-talk instead of voice activity: record between `sotto ctl start` and
-    /// `sotto ctl stop` (hold) or on each `sotto ctl toggle` / SIGUSR1 (toggle).
+    /// `sotto ctl stop` (hold), on each `sotto ctl toggle` / SIGUSR1 (toggle), or both on one
+    /// key (auto: a tap toggles, a hold records until release).
     #[arg(long, value_enum, value_name = "MODE")]
     pub ptt: Option<crate::ptt::Mode>,
     /// Push-to-talk on a global hotkey, e.g. F9 or ctrl+alt+space (X11 or macOS session);
-    /// implies --ptt hold unless --ptt says otherwise [dictate.ptt_key].
+    /// implies --ptt auto (tap to toggle, hold to talk) unless --ptt says otherwise
+    /// [dictate.ptt_key].
     #[arg(long, value_name = "KEY")]
     pub ptt_key: Option<String>,
     /// Beam width for Whisper; 1 decodes greedily (lower latency).
@@ -135,6 +149,20 @@ pub struct DictateArgs {
     /// Type each utterance into the focused window (macOS, Wayland or X11 session).
     #[arg(long = "type")]
     pub type_text: bool,
+    /// Words and phrases to spell as written, one per line (names, jargon, acronyms), given
+    /// to Whisper as its prompt; replaces [dictate] vocabulary and vocabulary_file.
+    #[arg(long, value_name = "FILE")]
+    pub vocabulary: Option<PathBuf>,
+    /// Replacement rules (FROM => TO, /regex/ => TO), applied in order to each transcript
+    /// [dictate.replacements].
+    #[arg(long, value_name = "FILE")]
+    pub replacements: Option<PathBuf>,
+    /// Take "comma", "period", "new line", "scratch that"… literally [dictate.spoken_formatting].
+    #[arg(long)]
+    pub no_spoken_formatting: bool,
+    /// Keep no history of this session's transcripts [dictate.history].
+    #[arg(long)]
+    pub no_history: bool,
 }
 
 #[derive(Args, Debug, Default)]
@@ -395,6 +423,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat(&models, &file, global, args),
         Command::Say(args) => say(&models, &file, global, args),
         Command::Dictate(args) => dictate(&models, &file, global, args),
+        Command::History { last, copy, json } => history(last, copy, json),
         Command::Ctl { command } => {
             crate::ptt::send(&command)?;
             Ok(ExitCode::SUCCESS)
@@ -1377,6 +1406,8 @@ fn dictate(
             }
         );
     }
+    // What is done to each transcript, checked before anything loads.
+    let text_rules = DictationText::resolve(file, &args)?;
     let mut audit_ctx = AuditContext::new(&models.root);
     let model_path = whisper_model(models, &mut audit_ctx.cache, None, &settings.models.stt)?;
     let pass = match startup_gate(&mut audit_ctx, &settings, &[&settings.models.stt])? {
@@ -1384,6 +1415,15 @@ fn dictate(
         Err(code) => return Ok(code),
     };
     let stt = Stt::load(&pass, &model_path)?;
+    let (prompt, cut) = stt.vocabulary_prompt(&text_rules.vocabulary);
+    if !cut.is_empty() {
+        eprintln!(
+            "warning: the vocabulary is longer than Whisper's prompt takes ({} tokens); left \
+             out: {}",
+            crate::stt::VOCABULARY_TOKENS,
+            cut.join(", ")
+        );
+    }
 
     // First Ctrl-C: finish the utterance in progress, print it, exit. Second: exit now.
     let stop = Arc::new(AtomicBool::new(false));
@@ -1405,10 +1445,15 @@ fn dictate(
         opts: SttOptions {
             threads: settings.threads,
             beam_size: settings.beam_size,
+            prompt: (!prompt.is_empty()).then_some(prompt),
             ..SttOptions::default()
         },
     });
     let mut append = open_append(args.output.as_deref())?;
+    // Where this session's last line in --output began, and the text it last typed: what
+    // "scratch that" removes.
+    let mut last_line_at: Option<u64> = None;
+    let mut last_typed = 0usize;
     let mut write_error = None;
     // A reader that went away (`sotto dictate | head -1`) ends dictation: nobody reads on.
     // Noticed when a write fails, and sooner on Unix by watching stdout for the pipe's hang-up.
@@ -1457,16 +1502,50 @@ fn dictate(
             }
             return;
         }
+        let (text, scratch) = text_rules.finish(&t.text);
+        let t = crate::dictation::Transcript {
+            text,
+            scratch_previous: scratch,
+            ..t.clone()
+        };
+        if scratch {
+            if let (Some(f), Some(at)) = (append.as_mut(), last_line_at.take())
+                && let Err(e) = f.set_len(at)
+            {
+                write_error.get_or_insert(e);
+            }
+            if args.type_text && last_typed > 0 {
+                for _ in 0..last_typed.min(2_000) {
+                    if let Err(e) = crate::desktop::press_keys("BackSpace") {
+                        eprintln!("warning: {e}");
+                        break;
+                    }
+                }
+                last_typed = 0;
+            }
+        }
+        if t.text.is_empty() && !args.jsonl {
+            return;
+        }
         let line = if args.jsonl {
-            serde_json::to_string(t).unwrap_or_default()
+            serde_json::to_string(&t).unwrap_or_default()
         } else {
             t.text.clone()
         };
         print(&line);
-        if let Some(f) = append.as_mut()
-            && let Err(e) = writeln!(f, "{line}")
+        if t.text.is_empty() {
+            return;
+        }
+        if let Some(f) = append.as_mut() {
+            last_line_at = f.metadata().ok().map(|m| m.len());
+            if let Err(e) = writeln!(f, "{}", if args.jsonl { &line } else { &t.text }) {
+                write_error.get_or_insert(e);
+            }
+        }
+        if let Some(path) = &text_rules.history
+            && let Err(e) = crate::dictation::history::append(path, &t.text)
         {
-            write_error.get_or_insert(e);
+            eprintln!("warning: history {}: {e}", path.display());
         }
         // The desktop outputs warn and go on: the text is on stdout already.
         if args.clipboard
@@ -1474,10 +1553,12 @@ fn dictate(
         {
             eprintln!("warning: {e}");
         }
-        if args.type_text
-            && let Err(e) = crate::desktop::type_text(&format!("{} ", t.text.trim()))
-        {
-            eprintln!("warning: {e}");
+        if args.type_text {
+            let typed = format!("{} ", t.text.trim());
+            match crate::desktop::type_text(&typed) {
+                Ok(()) => last_typed = typed.chars().count(),
+                Err(e) => eprintln!("warning: {e}"),
+            }
         }
     })?;
     if let Some(code) = reverify.finish() {
@@ -1751,6 +1832,105 @@ impl Reverify {
 }
 
 /// Opens a file to append lines to (created if missing), if one was named.
+fn history(last: usize, copy: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let path = crate::dictation::history::default_path();
+    let entries = crate::dictation::history::last(&path, last)
+        .with_context(|| format!("cannot read the history {}", path.display()))?;
+    if entries.is_empty() {
+        eprintln!("no transcripts in {} yet", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &entries {
+        if json {
+            println!("{}", serde_json::to_string(e)?);
+        } else {
+            println!("{}  {}", e.time, e.text);
+        }
+    }
+    if copy {
+        let text: Vec<&str> = entries.iter().map(|e| e.text.as_str()).collect();
+        crate::desktop::copy_to_clipboard(&text.join("\n"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What dictation does to each final transcript: spoken formatting, then the replacement
+/// rules; and the vocabulary given to Whisper, and where the history goes.
+struct DictationText {
+    vocabulary: Vec<String>,
+    spoken: Option<crate::dictation::spoken::SpokenFormatting>,
+    replacements: Option<crate::dictation::replace::Replacements>,
+    history: Option<PathBuf>,
+}
+
+impl DictationText {
+    fn resolve(file: &ConfigFile, args: &DictateArgs) -> anyhow::Result<Self> {
+        let d = &file.raw.dictate;
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                file.dir().join(p)
+            }
+        };
+        let read_list = |path: &Path| -> anyhow::Result<Vec<String>> {
+            let bytes = crate::models::read_regular(path, 1 << 20, "a vocabulary file")
+                .with_context(|| format!("cannot read vocabulary {}", path.display()))?;
+            Ok(String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect())
+        };
+        let vocabulary = match (&args.vocabulary, &d.vocabulary_file) {
+            (Some(f), _) => read_list(f)?,
+            (None, Some(f)) => {
+                let mut v = d.vocabulary.clone().unwrap_or_default();
+                v.extend(read_list(&rel(f))?);
+                v
+            }
+            (None, None) => d.vocabulary.clone().unwrap_or_default(),
+        };
+        let replacements = args
+            .replacements
+            .clone()
+            .or_else(|| d.replacements.as_deref().map(rel))
+            .map(|p| crate::dictation::replace::Replacements::load(&p))
+            .transpose()?;
+        let spoken =
+            (!args.no_spoken_formatting && d.spoken_formatting.unwrap_or(true)).then(|| {
+                d.spoken.iter().flatten().fold(
+                    crate::dictation::spoken::SpokenFormatting::default(),
+                    |s, (phrase, output)| s.with(phrase, output),
+                )
+            });
+        let history = (!args.no_history && d.history.unwrap_or(true))
+            .then(crate::dictation::history::default_path);
+        Ok(Self {
+            vocabulary,
+            spoken,
+            replacements,
+            history,
+        })
+    }
+
+    /// The transcript as printed, and whether it scratches the one before.
+    fn finish(&self, text: &str) -> (String, bool) {
+        let (mut text, scratch) = match &self.spoken {
+            Some(s) => {
+                let f = s.apply(text);
+                (f.text, f.scratch_previous)
+            }
+            None => (text.to_string(), false),
+        };
+        if let Some(r) = &self.replacements {
+            text = r.apply(&text);
+        }
+        (text, scratch)
+    }
+}
+
 fn open_append(path: Option<&Path>) -> anyhow::Result<Option<std::fs::File>> {
     path.map(|path| {
         std::fs::OpenOptions::new()

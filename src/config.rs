@@ -82,6 +82,18 @@ pub struct RawDictate {
     pub hangover_ms: Option<u32>,
     pub max_utterance_s: Option<u32>,
     pub ptt_key: Option<String>,
+    /// Words and phrases Whisper should spell as written (names, jargon, acronyms).
+    pub vocabulary: Option<Vec<String>>,
+    /// A file of them, one per line; relative to the config file.
+    pub vocabulary_file: Option<PathBuf>,
+    /// Replacement rules applied to each transcript; relative to the config file.
+    pub replacements: Option<PathBuf>,
+    /// "comma", "new line", "scratch that"… said while dictating (default true).
+    pub spoken_formatting: Option<bool>,
+    /// Your own spoken phrases and what they become, e.g. `smiley = ":)"`.
+    pub spoken: Option<std::collections::BTreeMap<String, String>>,
+    /// Keep a history of transcripts in the data directory (default true).
+    pub history: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -18,7 +18,15 @@ pub enum Mode {
     Hold,
     /// Each press starts or stops recording.
     Toggle,
+    /// One key, two gestures: a tap (released within [`TAP`]) starts recording until the
+    /// next press; a hold records until the key is released.
+    Auto,
 }
+
+/// In [`Mode::Auto`], a press released sooner than this is a tap (toggle), a longer one a
+/// hold (push-to-talk). Typing speed taps are ~100 ms; a deliberate hold to speak is longer
+/// than a word.
+pub const TAP: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -55,6 +63,10 @@ pub const DEBOUNCE: Duration = Duration::from_millis(40);
 pub struct Machine {
     pub state: State,
     last_edge: Option<Instant>,
+    /// [`Mode::Auto`]: when the press that started this recording came.
+    pressed_at: Option<Instant>,
+    /// [`Mode::Auto`]: the recording was started by a tap and runs until the next press.
+    latched: bool,
 }
 
 impl Default for Machine {
@@ -62,6 +74,8 @@ impl Default for Machine {
         Self {
             state: State::Idle,
             last_edge: None,
+            pressed_at: None,
+            latched: false,
         }
     }
 }
@@ -74,21 +88,31 @@ pub fn step(m: Machine, event: Event, mode: Mode, now: Instant) -> (Machine, Act
     if bounce {
         return (m, Action::None);
     }
-    let edge = |state| Machine {
-        state,
-        last_edge: if matches!(event, Event::Press | Event::Release) {
-            Some(now)
-        } else {
-            m.last_edge
-        },
+    let last_edge = if matches!(event, Event::Press | Event::Release) {
+        Some(now)
+    } else {
+        m.last_edge
     };
     use {Action as A, Event as E, State as S};
+    let mut next = Machine { last_edge, ..m };
     let (state, action) = match (m.state, event, mode) {
         (S::Idle | S::Processing, E::Press, _) | (S::Idle | S::Processing, E::Toggle, _) => {
+            next.pressed_at = Some(now);
+            next.latched = false;
             (S::Recording, A::StartRecording)
         }
-        (S::Recording, E::Release, Mode::Hold)
-        | (S::Recording, E::Press, Mode::Toggle)
+        // Auto: a quick release was a tap, and recording goes on until the next press.
+        (S::Recording, E::Release, Mode::Auto)
+            if !m.latched
+                && m.pressed_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < TAP) =>
+        {
+            next.latched = true;
+            (S::Recording, A::None)
+        }
+        (S::Recording, E::Release, Mode::Auto) if m.latched => (S::Recording, A::None),
+        (S::Recording, E::Release, Mode::Hold | Mode::Auto)
+        | (S::Recording, E::Press, Mode::Toggle | Mode::Auto)
         | (S::Recording, E::Toggle, _) => (S::Processing, A::StopAndTranscribe),
         (S::Recording, E::Cancel, _) => (S::Idle, A::Discard),
         (S::Processing, E::Cancel, _) => (S::Idle, A::Discard),
@@ -96,7 +120,12 @@ pub fn step(m: Machine, event: Event, mode: Mode, now: Instant) -> (Machine, Act
         // A release in toggle mode, or while nothing records, changes nothing.
         (s, _, _) => (s, A::None),
     };
-    (edge(state), action)
+    if state != S::Recording {
+        next.pressed_at = None;
+        next.latched = false;
+    }
+    next.state = state;
+    (next, action)
 }
 
 /// The control socket's directory: `$XDG_RUNTIME_DIR/sotto`, else `sotto/run` in the user's
@@ -397,6 +426,75 @@ mod tests {
         );
         assert_eq!(s, State::Idle);
         assert_eq!(a, vec![StartRecording, StopAndTranscribe]);
+    }
+
+    #[test]
+    fn auto_a_tap_records_until_the_next_press() {
+        let (s, a) = run(
+            Mode::Auto,
+            &[(0, Press), (120, Release), (4000, Press), (4100, Release)],
+        );
+        assert_eq!(s, State::Processing);
+        assert_eq!(a, vec![StartRecording, StopAndTranscribe]);
+        // Nothing stops it in between: the tap's release is not the end.
+        let (s, a) = run(Mode::Auto, &[(0, Press), (120, Release)]);
+        assert_eq!((s, a), (State::Recording, vec![StartRecording]));
+    }
+
+    #[test]
+    fn auto_a_hold_records_until_the_release() {
+        let (s, a) = run(
+            Mode::Auto,
+            &[(0, Press), (2000, Release), (3000, Transcribed)],
+        );
+        assert_eq!(s, State::Idle);
+        assert_eq!(a, vec![StartRecording, StopAndTranscribe]);
+        // A hold just past the tap limit is a hold.
+        let at = TAP.as_millis() as u64;
+        let (s, _) = run(Mode::Auto, &[(0, Press), (at, Release)]);
+        assert_eq!(s, State::Processing);
+    }
+
+    #[test]
+    fn auto_a_tap_while_the_last_utterance_is_transcribed_starts_the_next() {
+        let (s, a) = run(
+            Mode::Auto,
+            &[
+                (0, Press),
+                (1500, Release), // a hold: transcribing
+                (1600, Press),   // tapped again while it is transcribed
+                (1700, Release),
+                (1800, Transcribed),
+                (5000, Press), // the tap's recording ends at the next press
+            ],
+        );
+        assert_eq!(s, State::Processing);
+        assert_eq!(
+            a,
+            vec![
+                StartRecording,
+                StopAndTranscribe,
+                StartRecording,
+                StopAndTranscribe
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_bounce_on_a_tap_is_ignored() {
+        // The contacts chatter on press and release: still one tap, still recording.
+        let (s, a) = run(
+            Mode::Auto,
+            &[
+                (0, Press),
+                (5, Release),
+                (10, Press),
+                (150, Release),
+                (160, Press),
+                (170, Release),
+            ],
+        );
+        assert_eq!((s, a), (State::Recording, vec![StartRecording]));
     }
 
     #[test]

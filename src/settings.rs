@@ -398,10 +398,10 @@ impl Settings {
                 aggressiveness,
                 hangover: Duration::from_millis(hangover_ms.into()),
                 max_utterance: Duration::from_secs(max_utterance_s.into()),
-                // A hotkey alone means hold-to-talk.
+                // A hotkey alone means one key, two gestures: tap to toggle, hold to talk.
                 ptt: flags
                     .ptt
-                    .or(flags.ptt_key.as_ref().map(|_| crate::ptt::Mode::Hold)),
+                    .or(flags.ptt_key.as_ref().map(|_| crate::ptt::Mode::Auto)),
                 ptt_key: flags
                     .ptt_key
                     .clone()

@@ -39,6 +39,9 @@ pub struct SttOptions {
     /// 1 = greedy; more = beam search with that many beams (faster-whisper's default is 5).
     pub beam_size: usize,
     pub language: String,
+    /// Text Whisper is told came before: the user's vocabulary ([`Stt::vocabulary_prompt`]),
+    /// so names and jargon are spelled as the user spells them.
+    pub prompt: Option<String>,
 }
 
 impl Default for SttOptions {
@@ -47,9 +50,14 @@ impl Default for SttOptions {
             threads: default_threads(),
             beam_size: 5,
             language: "en".into(),
+            prompt: None,
         }
     }
 }
+
+/// The most prompt tokens a vocabulary takes. Whisper keeps at most n_text_ctx / 2 - 1 (223)
+/// tokens of prompt; the rest of the budget is left to the text it carries between windows.
+pub const VOCABULARY_TOKENS: usize = 150;
 
 /// All cores, as whisper.cpp and faster-whisper benefit from every one on small machines.
 pub fn default_threads() -> usize {
@@ -140,6 +148,35 @@ impl Stt {
             model_path: model_path.to_path_buf(),
             header,
         })
+    }
+
+    /// Whisper's prompt for a vocabulary: the words and phrases in order, comma-separated,
+    /// within [`VOCABULARY_TOKENS`] tokens. Returns the prompt and the entries cut because
+    /// they did not fit.
+    pub fn vocabulary_prompt(&self, entries: &[String]) -> (String, Vec<String>) {
+        let mut prompt = String::new();
+        let mut cut = Vec::new();
+        for e in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let candidate = if prompt.is_empty() {
+                e.to_string()
+            } else {
+                format!("{prompt}, {e}")
+            };
+            let tokens = self
+                .ctx
+                .tokenize(&candidate, VOCABULARY_TOKENS + 64)
+                .map(|t| t.len())
+                .unwrap_or(usize::MAX);
+            if cut.is_empty() && tokens <= VOCABULARY_TOKENS {
+                prompt = candidate;
+            } else {
+                cut.push(e.to_string());
+            }
+        }
+        if !prompt.is_empty() {
+            prompt.push('.');
+        }
+        (prompt, cut)
     }
 
     /// Transcribes 16 kHz mono audio. `progress` receives whisper.cpp's percent complete.
@@ -243,6 +280,9 @@ fn decode(
     params.set_print_timestamps(false);
     if let Some(ctx) = audio_ctx {
         params.set_audio_ctx(ctx);
+    }
+    if let Some(prompt) = opts.prompt.as_deref().filter(|p| !p.is_empty()) {
+        params.set_initial_prompt(prompt);
     }
     if let Some(p) = progress {
         params.set_progress_callback_safe::<_, Box<dyn FnMut(i32)>>(Some(p));

@@ -39,6 +39,8 @@ pub fn sotto_in(dir: &Path) -> Command {
     c.env("SOTTO_MODELS_DIR", models_dir());
     c.env("SOTTO_CONFIG_DIR", dir.join("config"));
     c.env("SOTTO_CACHE_DIR", dir.join("cache"));
+    // Added models and the dictation history stay in the test's directory.
+    c.env("SOTTO_DATA_DIR", dir.join("data"));
     c.env_remove("SOTTO_LOG");
     c.env_remove("SOTTO_ACCEPT");
     c

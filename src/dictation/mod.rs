@@ -15,6 +15,10 @@
 //! the transcriber finishes what it has. Nothing said before Ctrl-C is lost. Every thread is
 //! joined and the first error returned.
 
+pub mod history;
+pub mod replace;
+pub mod spoken;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
@@ -42,6 +46,9 @@ pub struct Transcript {
     pub latency_ms: Option<u64>,
     /// Cut at the maximum utterance length; the next transcript continues it.
     pub split: bool,
+    /// "Scratch that" said on its own: the transcript before this one is withdrawn.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub scratch_previous: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -116,6 +123,7 @@ pub fn run(
                                 end: s.last_voiced.as_secs_f64(),
                                 latency_ms: None,
                                 split: false,
+                                scratch_previous: false,
                                 text: s.text,
                             };
                             return text_tx.send(partial).is_ok();
@@ -135,6 +143,7 @@ pub fn run(
                                         .as_millis() as u64,
                                 ),
                                 split: u.split,
+                                scratch_previous: false,
                                 text: t.text,
                             })
                             .is_ok()
