@@ -76,6 +76,10 @@ pub enum Command {
     Dictate(DictateArgs),
     /// List audio input and output devices.
     Devices,
+    /// Run sotto as a service that starts at login (a systemd user unit on Linux, a launchd
+    /// agent on macOS).
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Show the last dictated transcripts (the history kept in the data directory).
     History {
         /// How many, oldest first.
@@ -92,6 +96,32 @@ pub enum Command {
     Ctl {
         #[arg(value_parser = ["start", "stop", "toggle", "cancel"])]
         command: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Write the service (and, unless --no-start, enable and start it), running
+    /// `sotto JOB ARGS…` at every login.
+    Install {
+        #[arg(value_enum, default_value = "dictate")]
+        job: crate::service::Job,
+        /// Only write the unit or plist.
+        #[arg(long)]
+        no_start: bool,
+        /// The job's own flags, after `--` (e.g. `-- --ptt-key F9 --type`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Stop the service and remove it.
+    Uninstall {
+        #[arg(value_enum, default_value = "dictate")]
+        job: crate::service::Job,
+    },
+    /// Whether the service is installed and running, and its last log lines.
+    Status {
+        #[arg(value_enum, default_value = "dictate")]
+        job: crate::service::Job,
     },
 }
 
@@ -424,6 +454,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Say(args) => say(&models, &file, global, args),
         Command::Dictate(args) => dictate(&models, &file, global, args),
         Command::History { last, copy, json } => history(last, copy, json),
+        Command::Service(cmd) => service(cmd),
         Command::Ctl { command } => {
             crate::ptt::send(&command)?;
             Ok(ExitCode::SUCCESS)
@@ -1832,6 +1863,34 @@ impl Reverify {
 }
 
 /// Opens a file to append lines to (created if missing), if one was named.
+fn service(cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
+    use crate::service;
+    match cmd {
+        ServiceCommand::Install {
+            job,
+            no_start,
+            args,
+        } => {
+            let (path, said) = service::install(job, &args, !no_start)?;
+            println!("{}: {said}", path.display());
+        }
+        ServiceCommand::Uninstall { job } => {
+            let (path, _) = service::paths(job)?;
+            if service::uninstall(job)? {
+                println!("removed {}", path.display());
+            } else {
+                println!(
+                    "sotto {} was not installed ({})",
+                    job.name(),
+                    path.display()
+                );
+            }
+        }
+        ServiceCommand::Status { job } => print!("{}", service::status(job)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn history(last: usize, copy: bool, json: bool) -> anyhow::Result<ExitCode> {
     let path = crate::dictation::history::default_path();
     let entries = crate::dictation::history::last(&path, last)

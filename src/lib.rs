@@ -23,6 +23,7 @@ pub mod models;
 pub mod pipeline;
 pub mod playback;
 pub mod ptt;
+pub mod service;
 pub mod settings;
 pub mod stt;
 pub mod transcript;

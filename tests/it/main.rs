@@ -14,6 +14,7 @@ mod fetch;
 mod fuzz;
 mod llm;
 mod models;
+mod service;
 mod speech;
 mod transcribe;
 mod vad;
