@@ -458,18 +458,162 @@ fn a_global_hotkey_held_records_exactly_what_is_said_while_it_is_down() {
     assert!(wer(SENTENCES[1], &lines[0]) <= 0.34, "{lines:?}");
 }
 
+/// A keyboard made through /dev/uinput: the kernel sees it as any other, so the evdev hotkey
+/// reads its keys as it reads a real keyboard's.
+struct VirtualKeyboard(std::fs::File);
+
+impl VirtualKeyboard {
+    const EV_SYN: u16 = 0;
+    const EV_KEY: u16 = 1;
+
+    fn create() -> std::io::Result<Self> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/uinput")?;
+        let fd = f.as_raw_fd();
+        // _IOW('U', nr, int) and _IO('U', nr), as linux/uinput.h defines them.
+        let iow = |nr: u64| (1u64 << 30) | (4 << 16) | ((b'U' as u64) << 8) | nr;
+        let io = |nr: u64| ((b'U' as u64) << 8) | nr;
+        let check = |r: i32| {
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: plain integer ioctls on the uinput descriptor.
+        unsafe {
+            check(libc::ioctl(fd, iow(100) as _, Self::EV_KEY as libc::c_int))?; // UI_SET_EVBIT
+            for key in [30, 59, 29, 67] {
+                // KEY_A and KEY_F1 (so it is a keyboard), KEY_LEFTCTRL, KEY_F9: UI_SET_KEYBIT
+                check(libc::ioctl(fd, iow(101) as _, key as libc::c_int))?;
+            }
+        }
+        // struct uinput_user_dev: name[80], input_id (4 × u16), ff_effects_max (u32), then
+        // absmax/absmin/absfuzz/absflat, 4 × 64 i32.
+        let mut dev = vec![0u8; 80 + 8 + 4 + 4 * 64 * 4];
+        dev[..21].copy_from_slice(b"sotto test keyboard\0\0");
+        dev[80..82].copy_from_slice(&3u16.to_ne_bytes()); // BUS_USB
+        let mut f = f;
+        f.write_all(&dev)?;
+        // SAFETY: UI_DEV_CREATE takes no argument.
+        unsafe { check(libc::ioctl(fd, io(1) as _))? };
+        // Give udev and the device node a moment to appear.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(Self(f))
+    }
+
+    fn event(&mut self, kind: u16, code: u16, value: i32) {
+        use std::io::Write;
+        // struct input_event: struct timeval (2 × i64 here), u16 type, u16 code, i32 value.
+        let mut e = [0u8; 24];
+        e[16..18].copy_from_slice(&kind.to_ne_bytes());
+        e[18..20].copy_from_slice(&code.to_ne_bytes());
+        e[20..24].copy_from_slice(&value.to_ne_bytes());
+        self.0.write_all(&e).expect("uinput write");
+    }
+
+    fn key(&mut self, code: u16, down: bool) {
+        self.event(Self::EV_KEY, code, down as i32);
+        self.event(Self::EV_SYN, 0, 0);
+    }
+}
+
+impl Drop for VirtualKeyboard {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: UI_DEV_DESTROY takes no argument.
+        unsafe { libc::ioctl(self.0.as_raw_fd(), (((b'U' as u64) << 8) | 2) as _) };
+    }
+}
+
 #[test]
-fn the_hotkey_without_a_desktop_session_is_a_clear_error() {
+fn an_evdev_hotkey_held_on_a_virtual_keyboard_records_one_sentence() {
+    model(sotto::models::WHISPER_GGML);
+    if !Path::new("/dev/uinput").exists() {
+        eprintln!(
+            "SKIPPED LOUDLY: /dev/uinput is missing on this machine (no uinput in its kernel), \
+             so no virtual keyboard can be made: the evdev hotkey was not exercised end to end"
+        );
+        return;
+    }
+    let mut kb = match VirtualKeyboard::create() {
+        Ok(kb) => kb,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "/dev/uinput is present but unusable in CI: {e}"
+            );
+            eprintln!("skipped: /dev/uinput is present but unusable here: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (input, spans, t) = three_sentences(dir.path());
+    let child = sotto()
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+        .args([
+            "dictate",
+            "--ptt-key",
+            "F9",
+            "--ptt",
+            "hold",
+            "--jsonl",
+            "--input",
+        ])
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let at = |secs: f64| {
+        if let Some(wait) = Duration::from_secs_f64(secs).checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    };
+    at(spans[1].0 - 0.7);
+    kb.key(67, true);
+    at(spans[1].1 + 0.5);
+    kb.key(67, false);
+    at(t + 0.5);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_texts(&out);
+    assert_eq!(
+        lines.len(),
+        1,
+        "only the sentence said with F9 down: {lines:?}"
+    );
+    assert!(wer(SENTENCES[1], &lines[0]) <= 0.34, "{lines:?}");
+}
+
+#[test]
+fn the_hotkey_without_x11_watches_the_input_devices_or_says_why_not() {
+    // No X11 session: Wayland and the console read the kernel's input devices.
+    let readable_keyboards = std::fs::read_dir("/dev/input").is_ok_and(|d| {
+        d.filter_map(|e| e.ok())
+            .any(|e| std::fs::File::open(e.path()).is_ok())
+    });
+    if readable_keyboards {
+        eprintln!("skipped: this machine has readable input devices (the error path is not taken)");
+        return;
+    }
     let out = run(sotto()
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
         .args(["dictate", "--ptt-key", "F9", "--input"])
         .arg(jfk_wav()));
     assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot watch the keyboard"), "{err}");
     assert!(
-        stderr(&out).contains("needs an X11 or macOS desktop session"),
-        "{}",
-        stderr(&out)
+        err.contains("no input devices in /dev/input") || err.contains("the `input` group"),
+        "{err}"
     );
 }
 

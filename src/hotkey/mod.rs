@@ -8,8 +8,8 @@
 //!   libraries where there is no X server).
 //! - macOS: `CGEventSourceKeyState` (Core Graphics). The terminal (or sotto) needs the Input
 //!   Monitoring permission, else only modifier keys are seen.
-//! - Wayland has no way for a client to see global key state: bind a compositor shortcut to
-//!   `sotto ctl start`/`stop`/`toggle` instead; the error says so.
+//! - Wayland, and the Linux console: the kernel's input devices ([`evdev`]), read-only, which
+//!   takes membership of the `input` group; the error says so when it is missing.
 //!
 //! A combination is written like `F9`, `ctrl+alt+space` or `super+Scroll_Lock`: modifiers
 //! (`ctrl`, `shift`, `alt`, `super`/`cmd`) match either side; other names are X keysym names
@@ -27,7 +27,12 @@ pub enum HotkeyError {
     NoSession(&'static str),
     #[error("cannot use the X display: {0}")]
     X11(String),
+    #[error("cannot watch the keyboard: {0}")]
+    Evdev(String),
 }
+
+#[cfg(target_os = "linux")]
+pub mod evdev;
 
 /// A key combination being watched.
 pub struct Hotkey {
@@ -309,4 +314,41 @@ mod platform {
     }
 }
 
+#[cfg(target_os = "macos")]
 use platform::Backend;
+
+/// X11 where there is an X session (and it is not Wayland's), else the input devices.
+#[cfg(not(target_os = "macos"))]
+enum Backend {
+    X11(platform::Backend),
+    #[cfg(target_os = "linux")]
+    Evdev(evdev::Backend),
+}
+
+#[cfg(not(target_os = "macos"))]
+impl Backend {
+    fn open() -> Result<Self, HotkeyError> {
+        let set = |v: &str| std::env::var_os(v).is_some_and(|d| !d.is_empty());
+        #[cfg(target_os = "linux")]
+        if set("WAYLAND_DISPLAY") || !set("DISPLAY") {
+            return evdev::Backend::open().map(Backend::Evdev);
+        }
+        platform::Backend::open().map(Backend::X11)
+    }
+
+    fn codes(&self, name: &str) -> Result<Vec<u16>, HotkeyError> {
+        match self {
+            Backend::X11(b) => b.codes(name),
+            #[cfg(target_os = "linux")]
+            Backend::Evdev(b) => b.codes(name),
+        }
+    }
+
+    fn pressed(&self) -> Vec<u16> {
+        match self {
+            Backend::X11(b) => b.pressed(),
+            #[cfg(target_os = "linux")]
+            Backend::Evdev(b) => b.pressed(),
+        }
+    }
+}
