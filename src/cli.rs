@@ -49,6 +49,10 @@ pub struct Cli {
     /// Language model for this run: a registry id, an added model's name, or its directory.
     #[arg(long, global = true, value_name = "MODEL")]
     pub llm_model: Option<String>,
+    /// The language spoken, for a multilingual Whisper model: a code such as fr or de, or
+    /// auto to detect it [models.language; en].
+    #[arg(long, global = true, value_name = "CODE")]
+    pub language: Option<String>,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -421,6 +425,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         policy: cli.policy.clone(),
         stt_model: cli.stt_model.clone(),
         llm_model: cli.llm_model.clone(),
+        language: cli.language.clone(),
         ..Flags::default()
     };
     match cli.command.unwrap_or(Command::Agent(AgentArgs::default())) {
@@ -830,10 +835,12 @@ fn transcribe(
         Err(code) => return Ok(code),
     };
     let mut stt = Stt::load(&pass, &model_path)?;
+    let language = stt.check_language(&settings.language)?;
     let reverify = Reverify::start(&pass, None);
     let opts = SttOptions {
         threads: settings.threads,
         beam_size: settings.beam_size,
+        language,
         ..SttOptions::default()
     };
     let mut failed = 0;
@@ -1446,6 +1453,7 @@ fn dictate(
         Err(code) => return Ok(code),
     };
     let stt = Stt::load(&pass, &model_path)?;
+    let language = stt.check_language(&settings.language)?;
     let (prompt, cut) = stt.vocabulary_prompt(&text_rules.vocabulary);
     if !cut.is_empty() {
         eprintln!(
@@ -1476,6 +1484,7 @@ fn dictate(
         opts: SttOptions {
             threads: settings.threads,
             beam_size: settings.beam_size,
+            language,
             prompt: (!prompt.is_empty()).then_some(prompt),
             ..SttOptions::default()
         },
@@ -1677,7 +1686,11 @@ fn agent(
     let runtime = crate::tts::default_runtime_path(&models.root);
     verify_pinned(models, &runtime, &mut ctx.cache)?;
     let (stt, llm, tts) = std::thread::scope(|s| {
-        let stt = s.spawn(|| Stt::load(&pass, &whisper));
+        let stt = s.spawn(|| -> anyhow::Result<(Stt, String)> {
+            let stt = Stt::load(&pass, &whisper)?;
+            let language = stt.check_language(&settings.language)?;
+            Ok((stt, language))
+        });
         let llm = s.spawn(|| -> anyhow::Result<crate::llm::Llm> {
             let mut llm = crate::llm::Llm::load(
                 &pass,
@@ -1697,7 +1710,7 @@ fn agent(
             tts.join().map_err(|_| panicked("voice")),
         )
     });
-    let (stt, llm, tts) = (stt??, llm??, tts??);
+    let ((stt, language), llm, tts) = (stt??, llm??, tts??);
     let tts_rate_hz = tts.sample_rate_hz;
     tracing::info!(
         stage = "agent",
@@ -1725,6 +1738,7 @@ fn agent(
             opts: SttOptions {
                 threads: settings.threads,
                 beam_size: settings.beam_size,
+                language,
                 ..SttOptions::default()
             },
         }),

@@ -117,6 +117,9 @@ pub struct RawModels {
     pub stt: Option<String>,
     pub llm: Option<String>,
     pub tts: Option<String>,
+    /// The language spoken: an ISO 639-1 code ("fr") or "auto"; a multilingual Whisper model
+    /// only (default "en").
+    pub language: Option<String>,
 }
 
 /// The configuration file: where it is and what it says, as written (values are checked

@@ -153,6 +153,7 @@ pub struct Flags {
     pub voice: Option<String>,
     pub stt_model: Option<String>,
     pub llm_model: Option<String>,
+    pub language: Option<String>,
 }
 
 /// The models each role uses: registry ids, added models' names, or model directories.
@@ -196,6 +197,9 @@ pub struct Settings {
     /// Threads per engine: as asked, at most the machine's cores (a warning says so).
     pub threads: usize,
     pub beam_size: usize,
+    /// What Whisper is told is spoken: a language code or "auto" (checked against the model
+    /// when it loads, [`crate::stt::Stt::check_language`]).
+    pub language: String,
     pub listening: Listening,
     pub agent: Agent,
     pub system_prompt: String,
@@ -392,6 +396,13 @@ impl Settings {
             },
             threads,
             beam_size,
+            language: flags
+                .language
+                .clone()
+                .or_else(|| file.raw.models.language.clone())
+                .unwrap_or_else(|| "en".into())
+                .trim()
+                .to_ascii_lowercase(),
             listening: Listening {
                 device: flags.device.clone().or_else(|| d.device.clone()),
                 detector: flags.vad.or(d.vad).unwrap_or(DetectorKind::Webrtc),

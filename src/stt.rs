@@ -30,6 +30,8 @@ pub enum SttError {
     NotAudited(PathBuf),
     #[error("transcription failed")]
     Decode(#[source] whisper_rs::WhisperError),
+    #[error("{0}")]
+    Language(String),
 }
 
 /// Decoding settings.
@@ -148,6 +150,29 @@ impl Stt {
             model_path: model_path.to_path_buf(),
             header,
         })
+    }
+
+    /// The language to decode with, checked against this model: "auto" or a Whisper language
+    /// code. An English-only model (`.en`) takes "en" (and "auto", which is "en" for it).
+    pub fn check_language(&self, language: &str) -> Result<String, SttError> {
+        let multilingual = self.ctx.is_multilingual();
+        if language != "auto" && whisper_rs::get_lang_id(language).is_none() {
+            return Err(SttError::Language(format!(
+                "--language {language:?} is not a language Whisper knows (use a code such as \
+                 en, fr, de, es, or auto)"
+            )));
+        }
+        if !multilingual && language == "auto" {
+            return Ok("en".into());
+        }
+        if !multilingual && language != "en" {
+            return Err(SttError::Language(format!(
+                "{} is an English-only Whisper model: --language {language} needs a \
+                 multilingual one (sotto models add it; see README)",
+                self.model_path.display()
+            )));
+        }
+        Ok(language.to_string())
     }
 
     /// Whisper's prompt for a vocabulary: the words and phrases in order, comma-separated,

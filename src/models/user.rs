@@ -43,6 +43,7 @@ impl std::fmt::Display for Role {
 pub enum Format {
     WhisperPytorch,
     WhisperCt2,
+    WhisperHf,
     WhisperGgml,
     Gguf,
     PiperVoice,
@@ -51,7 +52,10 @@ pub enum Format {
 impl Format {
     pub fn role(self) -> Role {
         match self {
-            Format::WhisperPytorch | Format::WhisperCt2 | Format::WhisperGgml => Role::Stt,
+            Format::WhisperPytorch
+            | Format::WhisperCt2
+            | Format::WhisperHf
+            | Format::WhisperGgml => Role::Stt,
             Format::Gguf => Role::Llm,
             Format::PiperVoice => Role::Tts,
         }
@@ -114,6 +118,20 @@ pub enum AddError {
     },
 }
 
+/// The first (by name) safetensors file of a Hugging Face directory: the source hashed.
+fn first_safetensors(dir: &Path) -> Result<PathBuf, ModelError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    files.into_iter().next().ok_or_else(|| ModelError::Format {
+        path: dir.to_path_buf(),
+        reason: "no .safetensors file".into(),
+    })
+}
+
 /// Where user models live.
 pub fn user_models_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("SOTTO_DATA_DIR") {
@@ -159,10 +177,21 @@ pub fn detect(path: &Path) -> Result<Format, AddError> {
         if path.join("model.bin").is_file() && path.join("tokenizer.json").is_file() {
             return Ok(Format::WhisperCt2);
         }
-        if path.join("model.safetensors").is_file() || path.join("config.json").is_file() {
+        if path.join("config.json").is_file() {
+            let config = std::fs::read_to_string(path.join("config.json")).unwrap_or_default();
+            let whisper = serde_json::from_str::<serde_json::Value>(&config)
+                .is_ok_and(|c| c["model_type"] == "whisper");
+            let has_weights = std::fs::read_dir(path).is_ok_and(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+            });
+            if whisper && has_weights && path.join("tokenizer.json").is_file() {
+                return Ok(Format::WhisperHf);
+            }
             return Err(unsupported(
-                "a Hugging Face directory: sotto cannot convert safetensors Whisper models yet; \
-                 use the model's OpenAI-format .pt checkpoint or a CTranslate2 export"
+                "a Hugging Face directory sotto cannot convert: it reads Whisper models \
+                 (config.json with model_type \"whisper\", .safetensors weights and \
+                 tokenizer.json)"
                     .into(),
             ));
         }
@@ -262,7 +291,9 @@ pub fn add(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(write_err(&tmp))?;
     let result = (|| {
-        let source_hash = if src.is_dir() {
+        let source_hash = if format == Format::WhisperHf {
+            sha256_file(&first_safetensors(src)?)?
+        } else if src.is_dir() {
             sha256_file(&src.join("model.bin"))?
         } else {
             sha256_file(src)?
@@ -280,6 +311,12 @@ pub fn add(
             }
             Format::WhisperCt2 => {
                 super::whisper_ggml::convert_ct2(src, &tmp.join("ggml-model.bin"), |d, t| {
+                    progress("converting", d, t)
+                })?;
+                files.push("ggml-model.bin".into());
+            }
+            Format::WhisperHf => {
+                super::whisper_ggml::convert_hf(src, &tmp.join("ggml-model.bin"), |d, t| {
                     progress("converting", d, t)
                 })?;
                 files.push("ggml-model.bin".into());

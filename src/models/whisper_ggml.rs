@@ -633,14 +633,17 @@ fn plan<'a>(ckpt: &Checkpoint<'a>) -> Result<(HParams, Vec<OutTensor<'a>>), Mode
 fn src_f32(v: &Variable, i: usize) -> f32 {
     match v.dtype {
         DType::F16 => f16::from_le_bytes([v.data[2 * i], v.data[2 * i + 1]]).to_f32(),
+        DType::BF16 => {
+            f32::from_bits(u32::from(u16::from_le_bytes([v.data[2 * i], v.data[2 * i + 1]])) << 16)
+        }
         DType::F32 => f32::from_le_bytes([
             v.data[4 * i],
             v.data[4 * i + 1],
             v.data[4 * i + 2],
             v.data[4 * i + 3],
         ]),
-        // `plan` rejects every other dtype before anything is written.
-        _ => unreachable!("plan() admits only F16 and F32 sources"),
+        // `plan` and `write_model` reject every other dtype before anything is written.
+        _ => unreachable!("only F16, BF16 and F32 sources are converted"),
     }
 }
 
@@ -729,6 +732,193 @@ pub fn convert_pt(
     let vocab = read_vocab(tokenizer_json)?;
     write_model(out, tokenizer_json, hparams, &vocab, &tensors, progress)?;
     Ok(hparams)
+}
+
+/// Converts a Hugging Face Whisper directory (`config.json`, `model.safetensors` or its
+/// shards, `tokenizer.json`; what `transformers` saves) into a whisper.cpp ggml file. The
+/// tensors are renamed to OpenAI's names and laid out as [`convert_pt`] lays them out, so the
+/// same weights give the same bytes by every path.
+pub fn convert_hf(
+    dir: &Path,
+    out: &Path,
+    progress: impl FnMut(usize, usize),
+) -> Result<HParams, ModelError> {
+    let config_path = dir.join("config.json");
+    let bad = |path: &Path, reason: String| ModelError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let config_bytes = super::read_regular(&config_path, 1 << 20, "config.json")
+        .map_err(|e| ModelError::io(&config_path, e))?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| bad(&config_path, format!("not JSON: {e}")))?;
+    if config["model_type"] != "whisper" {
+        return Err(bad(
+            &config_path,
+            format!("model_type is {}, not \"whisper\"", config["model_type"]),
+        ));
+    }
+    let dim = |k: &str| -> Result<i32, ModelError> {
+        config[k]
+            .as_i64()
+            .filter(|v| *v > 0 && *v < 1 << 20)
+            .map(|v| v as i32)
+            .ok_or_else(|| bad(&config_path, format!("{k} is missing or not a size")))
+    };
+    let hparams = HParams {
+        n_vocab: dim("vocab_size")?,
+        n_audio_ctx: dim("max_source_positions")?,
+        n_audio_state: dim("d_model")?,
+        n_audio_head: dim("encoder_attention_heads")?,
+        n_audio_layer: dim("encoder_layers")?,
+        n_text_ctx: dim("max_target_positions")?,
+        n_text_state: dim("d_model")?,
+        n_text_head: dim("decoder_attention_heads")?,
+        n_text_layer: dim("decoder_layers")?,
+        n_mels: dim("num_mel_bins")?,
+        ftype: 1,
+    };
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        return Err(bad(dir, "no .safetensors file".into()));
+    }
+    let files: Vec<Vec<u8>> = shards
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| ModelError::io(p, e)))
+        .collect::<Result<_, _>>()?;
+    let mut vars: HashMap<String, Variable> = HashMap::new();
+    for (path, bytes) in shards.iter().zip(&files) {
+        for (name, v) in safetensors(path, bytes)? {
+            if let Some(openai) = hf_to_openai(&name) {
+                vars.insert(openai, v);
+            }
+        }
+    }
+    let tensors = plan_openai(dir, &hparams, &vars)?;
+    let tokenizer = dir.join("tokenizer.json");
+    let vocab = read_vocab(&tokenizer)?;
+    write_model(out, &tokenizer, hparams, &vocab, &tensors, progress)?;
+    Ok(hparams)
+}
+
+/// The tensors of a safetensors file: an 8-byte header length, a JSON header naming each
+/// tensor's dtype, shape and byte range, then the data. Every range is checked.
+fn safetensors<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<Vec<(String, Variable<'a>)>, ModelError> {
+    let bad = |reason: String| ModelError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        .ok_or_else(|| bad("too short for a safetensors header".into()))?;
+    let start = 8usize
+        .checked_add(usize::try_from(len).map_err(|_| bad("header length".into()))?)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| {
+            bad(format!(
+                "header of {len} bytes in a {}-byte file",
+                bytes.len()
+            ))
+        })?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..start]).map_err(|e| bad(format!("header: {e}")))?;
+    let data = &bytes[start..];
+    let mut out = Vec::new();
+    for (name, t) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = match t["dtype"].as_str() {
+            Some("F32") => DType::F32,
+            Some("F16") => DType::F16,
+            Some("BF16") => DType::BF16,
+            other => {
+                return Err(bad(format!(
+                    "tensor {name}: dtype {other:?} (F32, F16, BF16 convert)"
+                )));
+            }
+        };
+        let dims: Vec<usize> = t["shape"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d.as_u64().map(|d| d as usize))
+                    .collect()
+            })
+            .ok_or_else(|| bad(format!("tensor {name}: no shape")))?;
+        let range = t["data_offsets"]
+            .as_array()
+            .and_then(|r| Some((r.first()?.as_u64()? as usize, r.get(1)?.as_u64()? as usize)))
+            .filter(|(b, e)| b <= e && *e <= data.len())
+            .ok_or_else(|| bad(format!("tensor {name}: data offsets outside the file")))?;
+        let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n.and_then(|n| n.checked_mul(dtype.size_bytes())) != Some(range.1 - range.0) {
+            return Err(bad(format!(
+                "tensor {name}: shape {dims:?} does not fit its bytes"
+            )));
+        }
+        out.push((
+            name,
+            Variable {
+                dims,
+                dtype,
+                data: &data[range.0..range.1],
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// A `transformers` Whisper tensor name as OpenAI's checkpoint names it (None: not used,
+/// such as `proj_out`, which is the token embedding again).
+fn hf_to_openai(name: &str) -> Option<String> {
+    let n = name.strip_prefix("model.")?;
+    let whole = [
+        (
+            "encoder.embed_positions.weight",
+            "encoder.positional_embedding",
+        ),
+        (
+            "decoder.embed_positions.weight",
+            "decoder.positional_embedding",
+        ),
+        (
+            "decoder.embed_tokens.weight",
+            "decoder.token_embedding.weight",
+        ),
+    ];
+    if let Some((_, o)) = whole.iter().find(|(h, _)| *h == n) {
+        return Some(o.to_string());
+    }
+    let mut o = n
+        .replacen("encoder.layer_norm.", "encoder.ln_post.", 1)
+        .replacen("decoder.layer_norm.", "decoder.ln.", 1);
+    for (h, to) in [
+        (".layers.", ".blocks."),
+        (".self_attn_layer_norm.", ".attn_ln."),
+        (".encoder_attn_layer_norm.", ".cross_attn_ln."),
+        (".final_layer_norm.", ".mlp_ln."),
+        (".self_attn.", ".attn."),
+        (".encoder_attn.", ".cross_attn."),
+        (".q_proj.", ".query."),
+        (".k_proj.", ".key."),
+        (".v_proj.", ".value."),
+        (".out_proj.", ".out."),
+        (".fc1.", ".mlp.0."),
+        (".fc2.", ".mlp.2."),
+    ] {
+        o = o.replace(h, to);
+    }
+    Some(o)
 }
 
 /// The tensors of an OpenAI-format state dict, in [`plan`]'s order and storage.
@@ -874,11 +1064,11 @@ fn write_model(
     }
     let total = tensors.len();
     for (done, t) in tensors.iter().enumerate() {
-        if !matches!(t.src.dtype, DType::F16 | DType::F32) {
+        if !matches!(t.src.dtype, DType::F16 | DType::BF16 | DType::F32) {
             return Err(ModelError::Format {
                 path: out.to_path_buf(),
                 reason: format!(
-                    "tensor {} is {:?}: only float16/float32 convert",
+                    "tensor {} is {:?}: only float16/bfloat16/float32 convert",
                     t.name, t.src.dtype
                 ),
             });

@@ -180,6 +180,153 @@ fn an_openai_pytorch_whisper_checkpoint_imports_to_the_same_bytes_and_transcribe
     );
 }
 
+/// OpenAI's tensor name as `transformers` names it in a Hugging Face Whisper directory.
+fn openai_to_hf(n: &str) -> String {
+    match n {
+        "encoder.positional_embedding" => return "model.encoder.embed_positions.weight".into(),
+        "decoder.positional_embedding" => return "model.decoder.embed_positions.weight".into(),
+        "decoder.token_embedding.weight" => return "model.decoder.embed_tokens.weight".into(),
+        _ => {}
+    }
+    let mut h = n
+        .replacen("encoder.ln_post.", "encoder.layer_norm.", 1)
+        .replacen("decoder.ln.", "decoder.layer_norm.", 1);
+    for (o, to) in [
+        (".blocks.", ".layers."),
+        (".cross_attn_ln.", ".encoder_attn_layer_norm."),
+        (".attn_ln.", ".self_attn_layer_norm."),
+        (".mlp_ln.", ".final_layer_norm."),
+        (".cross_attn.", ".encoder_attn."),
+        (".attn.", ".self_attn."),
+        (".query.", ".q_proj."),
+        (".key.", ".k_proj."),
+        (".value.", ".v_proj."),
+        (".out.", ".out_proj."),
+        (".mlp.0.", ".fc1."),
+        (".mlp.2.", ".fc2."),
+    ] {
+        h = h.replace(o, to);
+    }
+    format!("model.{h}")
+}
+
+/// A Hugging Face Whisper directory (config.json, model.safetensors, tokenizer.json) written
+/// from the quick-start ggml weights, as `transformers`' save_pretrained lays it out.
+fn write_hf_directory(ggml: &Path, dir: &Path) {
+    let header = sotto::models::whisper_ggml::Header::read(ggml).unwrap();
+    let h = header.hparams;
+    let bytes = std::fs::read(ggml).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let mut meta = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    let mut put = |name: String, dtype: &str, shape: Vec<usize>, raw: &[u8]| {
+        let begin = data.len();
+        data.extend_from_slice(raw);
+        meta.insert(
+            name,
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
+        );
+    };
+    for t in &header.tensors {
+        let n: usize = t.dims.iter().product();
+        let (dtype, size) = if t.ggml_type == 0 {
+            ("F32", 4)
+        } else {
+            ("F16", 2)
+        };
+        let raw = &bytes[t.offset as usize..t.offset as usize + n * size];
+        // ggml keeps conv biases as [n, 1]; transformers as [n].
+        let shape = if t.name.ends_with("conv1.bias") || t.name.ends_with("conv2.bias") {
+            vec![n]
+        } else {
+            t.dims.clone()
+        };
+        put(openai_to_hf(&t.name), dtype, shape.clone(), raw);
+        if t.name == "decoder.token_embedding.weight" {
+            // The output projection, tied to the embedding: present, and ignored.
+            put("proj_out.weight".into(), dtype, shape, raw);
+        }
+    }
+    meta.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let header_json = serde_json::to_vec(&meta).unwrap();
+    let mut file = (header_json.len() as u64).to_le_bytes().to_vec();
+    file.extend(header_json);
+    file.extend(data);
+    std::fs::write(dir.join("model.safetensors"), file).unwrap();
+    let config = serde_json::json!({
+        "model_type": "whisper",
+        "vocab_size": h.n_vocab,
+        "d_model": h.n_audio_state,
+        "encoder_layers": h.n_audio_layer,
+        "encoder_attention_heads": h.n_audio_head,
+        "decoder_layers": h.n_text_layer,
+        "decoder_attention_heads": h.n_text_head,
+        "num_mel_bins": h.n_mels,
+        "max_source_positions": h.n_audio_ctx,
+        "max_target_positions": h.n_text_ctx,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(
+        models_dir().join("whisper-tiny.en-ct2/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_hugging_face_whisper_directory_imports_to_the_same_bytes_and_transcribes_jfk() {
+    let ggml = model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("whisper-tiny.en-hf");
+    write_hf_directory(&ggml, &hf);
+    let t0 = std::time::Instant::now();
+    let out = run(sotto_data(dir.path())
+        .args(["models", "add", "--role", "stt", "--name", "tiny-hf"])
+        .arg(&hf));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    // The same bytes as the quick-start release: judged by its manifest.
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("known release whisper-tiny.en"), "{text}");
+    let converted = added_file(dir.path(), "tiny-hf", "ggml-model.bin");
+    assert_eq!(
+        sotto::models::sha256_file(&converted).unwrap(),
+        sotto::models::sha256_file(&ggml).unwrap(),
+        "the Hugging Face path writes the same ggml bytes as the CTranslate2 path"
+    );
+    let accept = run(sotto_data(dir.path()).args([
+        "audit",
+        "accept",
+        "whisper-tiny.en",
+        "--reason",
+        "test",
+    ]));
+    assert!(accept.status.success(), "{}", stderr(&accept));
+    let out = run(sotto_data(dir.path())
+        .args(["--stt-model", "tiny-hf", "transcribe", "--beam-size", "1"])
+        .arg(jfk_wav()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(words(&stdout(&out)), words(&jfk_txt()), "{}", stdout(&out));
+    eprintln!(
+        "models add (Hugging Face directory) to the first transcript: {} ms",
+        t0.elapsed().as_millis()
+    );
+    // A safetensors file whose header claims more than the file holds is refused by name.
+    let broken = dir.path().join("broken-hf");
+    write_hf_directory(&ggml, &broken);
+    let st = broken.join("model.safetensors");
+    let full = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &full[..full.len() / 2]).unwrap();
+    let out = run(sotto_data(dir.path())
+        .args(["models", "add", "--name", "broken"])
+        .arg(&broken));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("model.safetensors"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn the_quick_start_gguf_added_as_a_file_of_ones_own_answers_paris() {
     let gguf = model(sotto::models::SMOLLM2_GGUF);

@@ -351,3 +351,31 @@ fn nan_samples_are_a_clear_error_not_a_hang() {
         );
     }
 }
+
+#[test]
+fn a_language_the_model_cannot_take_is_refused_by_name_and_auto_works() {
+    model(sotto::models::WHISPER_GGML);
+    let out = run(sotto()
+        .args(["--language", "fr", "transcribe"])
+        .arg(jfk_wav()));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is an English-only Whisper model: --language fr"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(sotto()
+        .args(["--language", "klingon", "transcribe"])
+        .arg(jfk_wav()));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a language Whisper knows"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(sotto()
+        .args(["--language", "auto", "transcribe", "--beam-size", "1"])
+        .arg(jfk_wav()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(words(&stdout(&out)), words(&jfk_txt()));
+}
