@@ -1486,7 +1486,6 @@ fn dictate(
             beam_size: settings.beam_size,
             language,
             prompt: (!prompt.is_empty()).then_some(prompt),
-            ..SttOptions::default()
         },
     });
     let mut append = open_append(args.output.as_deref())?;
