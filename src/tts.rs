@@ -44,6 +44,16 @@ pub enum TtsError {
     },
     #[error("speech synthesis failed")]
     Synthesize(#[source] ort::Error),
+    #[error(
+        "{path}: the voice speaks through espeak-ng's {voice:?} voice, which this espeak-ng \
+         does not have (install its language data, or check espeak.voice in the file)"
+    )]
+    EspeakVoice {
+        path: PathBuf,
+        voice: String,
+        #[source]
+        source: espeak_rs::ESpeakError,
+    },
 }
 
 /// How long ONNX Runtime may take to initialise before we give up rather than hang.
@@ -178,6 +188,15 @@ impl Tts {
         let config: piper_rs::ModelConfig =
             serde_json::from_str(&text).map_err(|e| bad_config(e.into()))?;
         let espeak_voice = config.espeak.voice.clone();
+        // A voice brought for another language needs that language in espeak-ng: said now,
+        // not at the first sentence.
+        espeak_rs::text_to_phonemes("a", &espeak_voice, None).map_err(|source| {
+            TtsError::EspeakVoice {
+                path: config_path.clone(),
+                voice: espeak_voice.clone(),
+                source,
+            }
+        })?;
         let sample_rate_hz = config.audio.sample_rate;
         let bad_model = |source: ort::Error| TtsError::Load {
             path: onnx.to_path_buf(),

@@ -590,3 +590,36 @@ fn a_role_naming_a_missing_or_changed_model_names_the_role_and_the_path() {
     assert!(err.contains("the stt model mine"), "{err}");
     assert!(err.contains(&added.display().to_string()), "{err}");
 }
+
+#[test]
+fn a_voice_whose_espeak_language_is_missing_is_refused_at_load_by_name() {
+    let onnx = model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let voice = dir.path().join("xx-voice.onnx");
+    std::fs::copy(&onnx, &voice).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(onnx.with_extension("onnx.json")).unwrap())
+            .unwrap();
+    config["espeak"]["voice"] = "xx-nowhere".into();
+    std::fs::write(voice.with_extension("onnx.json"), config.to_string()).unwrap();
+    let out = run(sotto_data(dir.path())
+        .args(["models", "add", "--name", "xxv"])
+        .arg(&voice));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "unknown until accepted: {}",
+        stderr(&out)
+    );
+    let accept = run(sotto_data(dir.path()).args(["audit", "accept", "xxv", "--reason", "test"]));
+    assert!(accept.status.success(), "{}", stderr(&accept));
+    let wav = dir.path().join("x.wav");
+    let out = run(sotto_data(dir.path())
+        .args(["say", "--voice", "xxv", "hello", "-o"])
+        .arg(&wav));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("espeak-ng's \"xx-nowhere\" voice"), "{err}");
+    assert!(err.contains("xx-voice.onnx.json"), "{err}");
+    assert!(!wav.exists());
+}
