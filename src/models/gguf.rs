@@ -76,6 +76,8 @@ pub struct Header {
     pub tensors: Vec<TensorInfo>,
     /// Where tensor data starts in the file (tensor offsets are relative to it).
     pub data_start: u64,
+    /// Where the tensor infos start: the metadata is the bytes from 24 up to here.
+    pub infos_start: u64,
 }
 
 impl Header {
@@ -118,6 +120,7 @@ impl Header {
             let value = r.value(ty, 0)?;
             metadata.insert(key, value);
         }
+        let infos_start = r.pos as u64;
         let mut tensors = Vec::with_capacity(n_tensors as usize);
         for _ in 0..n_tensors {
             let name = r.string()?;
@@ -157,6 +160,7 @@ impl Header {
             metadata,
             tensors,
             data_start,
+            infos_start,
         })
     }
 

@@ -350,6 +350,105 @@ fn the_quick_start_gguf_added_as_a_file_of_ones_own_answers_paris() {
     assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
 }
 
+/// The quick-start GGUF re-quantized: every Q4_1 tensor dequantized and quantized again to
+/// Q8_0 (what `llama-quantize --allow-requantize … Q8_0` does), the metadata kept byte for
+/// byte, the tensor infos and data laid out anew. Another file with other bytes, the same
+/// model within Q4_1's rounding.
+fn write_requantized_gguf(src: &Path, out: &Path) {
+    let header = sotto::models::gguf::Header::read(src).unwrap();
+    let bytes = std::fs::read(src).unwrap();
+    let alignment = header
+        .metadata
+        .get("general.alignment")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(32) as usize;
+    let mut data: Vec<u8> = Vec::new();
+    let mut infos: Vec<u8> = Vec::new();
+    let mut requantized = 0;
+    for t in &header.tensors {
+        let n: usize = t.dims.iter().product::<u64>() as usize;
+        let start = (header.data_start + t.offset) as usize;
+        let (ty, raw): (u32, Vec<u8>) = match t.ggml_type {
+            3 => {
+                // Q4_1 blocks of 32: f16 d, f16 m, 16 bytes of nibbles (low: 0..16, high: 16..32).
+                let block = &bytes[start..start + n / 32 * 20];
+                let mut x = Vec::with_capacity(n);
+                for b in block.chunks(20) {
+                    let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                    let m = half::f16::from_le_bytes([b[2], b[3]]).to_f32();
+                    let q = &b[4..20];
+                    x.extend(q.iter().map(|v| d * (v & 0x0f) as f32 + m));
+                    x.extend(q.iter().map(|v| d * (v >> 4) as f32 + m));
+                }
+                let mut q8 = Vec::new();
+                sotto::llm::quant::quantize_q8_0(&x, &mut q8);
+                requantized += 1;
+                (8, q8)
+            }
+            other => {
+                let size = match other {
+                    0 => n * 4,
+                    1 => n * 2,
+                    8 => n / 32 * 34,
+                    t => panic!("tensor type {t} in the quick-start GGUF"),
+                };
+                (other, bytes[start..start + size].to_vec())
+            }
+        };
+        while data.len() % alignment != 0 {
+            data.push(0);
+        }
+        infos.extend((t.name.len() as u64).to_le_bytes());
+        infos.extend(t.name.as_bytes());
+        infos.extend((t.dims.len() as u32).to_le_bytes());
+        for d in &t.dims {
+            infos.extend(d.to_le_bytes());
+        }
+        infos.extend(ty.to_le_bytes());
+        infos.extend((data.len() as u64).to_le_bytes());
+        data.extend(raw);
+    }
+    assert!(requantized > 0, "the quick-start GGUF has Q4_1 tensors");
+    let mut o = bytes[..header.infos_start as usize].to_vec();
+    o.extend(infos);
+    while o.len() % alignment != 0 {
+        o.push(0);
+    }
+    o.extend(data);
+    std::fs::write(out, o).unwrap();
+}
+
+#[test]
+fn a_requantized_llama_gguf_is_another_file_that_loads_and_answers_paris() {
+    let gguf = model(sotto::models::SMOLLM2_GGUF);
+    let dir = tempfile::tempdir().unwrap();
+    let q8 = dir.path().join("SmolLM2-135M-Instruct.Q8_0.gguf");
+    write_requantized_gguf(&gguf, &q8);
+    assert_ne!(
+        sotto::models::sha256_file(&q8).unwrap(),
+        sotto::models::sha256_file(&gguf).unwrap()
+    );
+    let out = run(sotto_data(dir.path())
+        .args(["models", "add", "--role", "llm", "--name", "smol-q8"])
+        .arg(&q8));
+    // Other bytes: no release sotto knows, so unknown until its bytes are accepted.
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let accept =
+        run(sotto_data(dir.path()).args(["audit", "accept", "smol-q8", "--reason", "test"]));
+    assert!(accept.status.success(), "{}", stderr(&accept));
+    let out = run(sotto_data(dir.path())
+        .args(["--llm-model", "smol-q8", "chat", "--temperature", "0"])
+        .arg("What is the capital of France?"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Paris"), "{}", stdout(&out));
+}
+
 /// A ggml copy of the quick-start Whisper with one byte of padding changed in its last
 /// tensor: other bytes, so no release sotto knows.
 fn unknown_whisper(dir: &Path) -> PathBuf {
