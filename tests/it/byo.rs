@@ -395,7 +395,7 @@ fn write_requantized_gguf(src: &Path, out: &Path) {
                 (other, bytes[start..start + size].to_vec())
             }
         };
-        while data.len() % alignment != 0 {
+        while !data.len().is_multiple_of(alignment) {
             data.push(0);
         }
         infos.extend((t.name.len() as u64).to_le_bytes());
@@ -411,7 +411,7 @@ fn write_requantized_gguf(src: &Path, out: &Path) {
     assert!(requantized > 0, "the quick-start GGUF has Q4_1 tensors");
     let mut o = bytes[..header.infos_start as usize].to_vec();
     o.extend(infos);
-    while o.len() % alignment != 0 {
+    while !o.len().is_multiple_of(alignment) {
         o.push(0);
     }
     o.extend(data);
