@@ -332,6 +332,42 @@ pub const REGISTRY: &[(&str, &str)] = &[
         include_str!("../../assets/manifests/olmoasr-tiny.en.yml"),
     ),
     (
+        "olmoasr-base.en.yml",
+        include_str!("../../assets/manifests/olmoasr-base.en.yml"),
+    ),
+    (
+        "olmoasr-small.en.yml",
+        include_str!("../../assets/manifests/olmoasr-small.en.yml"),
+    ),
+    (
+        "olmoasr-medium.en.yml",
+        include_str!("../../assets/manifests/olmoasr-medium.en.yml"),
+    ),
+    (
+        "olmoasr-large.en-v1.yml",
+        include_str!("../../assets/manifests/olmoasr-large.en-v1.yml"),
+    ),
+    (
+        "olmoasr-large.en-v2.yml",
+        include_str!("../../assets/manifests/olmoasr-large.en-v2.yml"),
+    ),
+    (
+        "smollm2-360m-instruct.yml",
+        include_str!("../../assets/manifests/smollm2-360m-instruct.yml"),
+    ),
+    (
+        "smollm2-360m.yml",
+        include_str!("../../assets/manifests/smollm2-360m.yml"),
+    ),
+    (
+        "smollm2-1.7b-instruct.yml",
+        include_str!("../../assets/manifests/smollm2-1.7b-instruct.yml"),
+    ),
+    (
+        "smollm2-1.7b.yml",
+        include_str!("../../assets/manifests/smollm2-1.7b.yml"),
+    ),
+    (
         "silero-vad.yml",
         include_str!("../../assets/manifests/silero-vad.yml"),
     ),
