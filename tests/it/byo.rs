@@ -279,6 +279,10 @@ fn a_hugging_face_whisper_directory_imports_to_the_same_bytes_and_transcribes_jf
     let dir = tempfile::tempdir().unwrap();
     let hf = dir.path().join("whisper-tiny.en-hf");
     write_hf_directory(&ggml, &hf);
+    // For measuring the import by hand: SOTTO_TEST_KEEP_HF=DIR keeps a copy of the directory.
+    if let Some(keep) = std::env::var_os("SOTTO_TEST_KEEP_HF") {
+        write_hf_directory(&ggml, Path::new(&keep));
+    }
     let t0 = std::time::Instant::now();
     let out = run(sotto_data(dir.path())
         .args(["models", "add", "--role", "stt", "--name", "tiny-hf"])
