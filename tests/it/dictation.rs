@@ -656,7 +656,14 @@ fn typed_text(xev_log: &str) -> String {
             if let (Some(a), Some(b)) = (line.find('"'), line.rfind('"'))
                 && b > a
             {
-                text.push_str(&line[a + 1..b]);
+                for c in line[a + 1..b].chars() {
+                    // BackSpace arrives as its control character: it erases, as in a window.
+                    if c == '\u{8}' {
+                        text.pop();
+                    } else {
+                        text.push(c);
+                    }
+                }
             }
             in_press = false;
         }
@@ -664,49 +671,103 @@ fn typed_text(xev_log: &str) -> String {
     text
 }
 
+/// An X display with a focused xev window that logs the keys it receives.
+struct TypingTarget {
+    x: Xvfb,
+    xev: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TypingTarget {
+    fn start() -> Self {
+        require_tool("xev");
+        let x = Xvfb::start();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("xev.log");
+        let xev = Command::new("xev")
+            .env("DISPLAY", &x.display)
+            .args(["-name", "sotto-type-target"])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("xev runs");
+        let mut window = String::new();
+        for _ in 0..50 {
+            let out = Command::new("xdotool")
+                .env("DISPLAY", &x.display)
+                .args(["search", "--name", "sotto-type-target"])
+                .output()
+                .unwrap();
+            window = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !window.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!window.is_empty(), "the xev window did not appear");
+        x.xdotool(&["windowfocus", "--sync", window.lines().next().unwrap()]);
+        Self {
+            x,
+            xev,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// What the window received, once the keys have arrived.
+    fn typed(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.xev.kill();
+        let _ = self.xev.wait();
+        typed_text(&std::fs::read_to_string(&self.log).unwrap())
+    }
+}
+
 #[test]
 fn dictation_can_type_each_utterance_into_the_focused_window() {
     model(sotto::models::WHISPER_GGML);
-    require_tool("xev");
-    let x = Xvfb::start();
-    let dir = tempfile::tempdir().unwrap();
-    // A window that logs the keys it receives, given the focus.
-    let log = dir.path().join("xev.log");
-    let mut xev = Command::new("xev")
-        .env("DISPLAY", &x.display)
-        .args(["-name", "sotto-type-target"])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("xev runs");
-    let mut window = String::new();
-    for _ in 0..50 {
-        let out = Command::new("xdotool")
-            .env("DISPLAY", &x.display)
-            .args(["search", "--name", "sotto-type-target"])
-            .output()
-            .unwrap();
-        window = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !window.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(!window.is_empty(), "the xev window did not appear");
-    x.xdotool(&["windowfocus", "--sync", window.lines().next().unwrap()]);
-
+    let target = TypingTarget::start();
     let out = run(sotto()
-        .env("DISPLAY", &x.display)
+        .env("DISPLAY", &target.x.display)
         .args(["dictate", "--fast", "--type", "--input"])
         .arg(jfk_wav()));
-    std::thread::sleep(Duration::from_millis(500));
-    let _ = xev.kill();
-    let _ = xev.wait();
     assert!(out.status.success(), "{}", stderr(&out));
     let printed = stdout(&out);
-    let typed = typed_text(&std::fs::read_to_string(&log).unwrap());
+    let typed = target.typed();
     let expected: String = printed.lines().map(|l| format!("{} ", l.trim())).collect();
     assert_eq!(typed, expected, "what was typed is what was printed");
     assert!(wer(&jfk_txt(), &typed) <= 0.1, "{typed:?}");
+}
+
+#[test]
+fn scratch_that_erases_the_last_typed_utterance() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let gap = silence(dir.path(), "1.5");
+    let mut parts = vec![gap.clone()];
+    for (i, s) in [
+        "The meeting is on Monday.",
+        "Scratch that.",
+        "The meeting is on Tuesday.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = dir.path().join(format!("s{i}.wav"));
+        voice(s, &p);
+        parts.extend([p, gap.clone()]);
+    }
+    let input = dir.path().join("input.wav");
+    concat(&parts, &input);
+    let target = TypingTarget::start();
+    let out = run(sotto()
+        .env("DISPLAY", &target.x.display)
+        .args(["dictate", "--fast", "--no-history", "--type", "--input"])
+        .arg(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let typed = target.typed();
+    assert!(!typed.contains("Monday"), "{typed:?}");
+    assert!(typed.contains("Tuesday"), "{typed:?}");
 }
 
 #[test]
