@@ -1543,6 +1543,7 @@ fn dictate(
         }
         let (text, scratch) = text_rules.finish(&t.text);
         let t = crate::dictation::Transcript {
+            heard: (text != t.text).then(|| t.text.clone()),
             text,
             scratch_previous: scratch,
             ..t.clone()

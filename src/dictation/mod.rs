@@ -49,6 +49,9 @@ pub struct Transcript {
     /// "Scratch that" said on its own: the transcript before this one is withdrawn.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub scratch_previous: bool,
+    /// What Whisper heard, when spoken formatting or replacements changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heard: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -124,6 +127,7 @@ pub fn run(
                                 latency_ms: None,
                                 split: false,
                                 scratch_previous: false,
+                                heard: None,
                                 text: s.text,
                             };
                             return text_tx.send(partial).is_ok();
@@ -144,6 +148,7 @@ pub fn run(
                                 ),
                                 split: u.split,
                                 scratch_previous: false,
+                                heard: None,
                                 text: t.text,
                             })
                             .is_ok()

@@ -63,7 +63,31 @@ fn word_key(w: &str) -> String {
         .collect()
 }
 
+/// Words that are also ordinary words ("the trial period ended", "the colon"): a mark only
+/// where the speaker plainly said it as one ([`SpokenFormatting::said_as_mark`]).
+const AMBIGUOUS: [&str; 2] = ["period", "colon"];
+
+fn ends_in_punctuation(w: &str) -> bool {
+    w.ends_with(['.', ',', '?', '!', ';', ':'])
+}
+
 impl SpokenFormatting {
+    /// An ambiguous word at `i` is a mark when it ends the utterance, when Whisper heard a
+    /// break right before or after it ("done. Period." / "world period."), or when another
+    /// spoken mark follows it ("period new line").
+    fn said_as_mark(&self, words: &[&str], i: usize) -> bool {
+        let last = i + 1 == words.len();
+        let break_after = ends_in_punctuation(words[i]);
+        let break_before = i > 0 && ends_in_punctuation(words[i - 1]);
+        let mark_follows = i + 1 < words.len() && {
+            let next: Vec<String> = words[i + 1..].iter().map(|w| word_key(w)).collect();
+            self.phrases
+                .iter()
+                .any(|(p, _)| next.len() >= p.len() && next[..p.len()] == p[..])
+        };
+        last || break_after || break_before || mark_follows
+    }
+
     pub fn new<'a>(phrases: impl IntoIterator<Item = (&'a str, Mark)>) -> Self {
         let mut phrases: Vec<(Vec<String>, Mark)> = phrases
             .into_iter()
@@ -107,7 +131,10 @@ impl SpokenFormatting {
         'words: while i < words.len() {
             for (phrase, mark) in &self.phrases {
                 let n = phrase.len();
-                if i + n <= words.len() && keys[i..i + n] == phrase[..] {
+                if i + n <= words.len()
+                    && keys[i..i + n] == phrase[..]
+                    && (!AMBIGUOUS.contains(&keys[i].as_str()) || self.said_as_mark(&words, i))
+                {
                     pieces.push(Piece::Mark(mark));
                     i += n;
                     continue 'words;
@@ -134,7 +161,8 @@ impl SpokenFormatting {
             match piece {
                 Piece::Word(w) => {
                     let w: String = if punctuating {
-                        w.trim_matches(|c: char| ".,?!;:".contains(c)).to_string()
+                        // Whisper's own marks and quotes: the speaker punctuates now.
+                        w.trim_matches(|c: char| ".,?!;:\"".contains(c)).to_string()
                     } else {
                         w.to_string()
                     };
@@ -207,6 +235,20 @@ mod tests {
             f("is it ready question mark new paragraph yes full stop"),
             "Is it ready?\n\nYes."
         );
+    }
+
+    #[test]
+    fn period_and_colon_as_ordinary_words_stay_words() {
+        assert_eq!(
+            f("The trial period ended in May."),
+            "The trial period ended in May."
+        );
+        assert_eq!(
+            f("The colon is part of the gut."),
+            "The colon is part of the gut."
+        );
+        assert_eq!(f("It ended period"), "It ended.");
+        assert_eq!(f("Dear team colon new line hello"), "Dear team:\nHello");
     }
 
     #[test]
