@@ -122,6 +122,18 @@ pub struct RawModels {
     pub language: Option<String>,
 }
 
+/// sotto's data directory, where added models and the dictation history live:
+/// `$SOTTO_DATA_DIR`, else the platform's (`~/.local/share/sotto`,
+/// `~/Library/Application Support/sotto`).
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SOTTO_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("sotto")
+}
+
 /// The configuration file: where it is and what it says, as written (values are checked
 /// when [`crate::settings::Settings`] are made from it).
 #[derive(Debug)]

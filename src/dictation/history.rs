@@ -15,13 +15,7 @@ pub struct Entry {
 }
 
 pub fn default_path() -> PathBuf {
-    if let Some(d) = std::env::var_os("SOTTO_DATA_DIR") {
-        return PathBuf::from(d).join("history.jsonl");
-    }
-    dirs::data_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("sotto")
-        .join("history.jsonl")
+    crate::config::data_dir().join("history.jsonl")
 }
 
 /// Appends one entry in a single write (O_APPEND), so concurrent sessions never interleave

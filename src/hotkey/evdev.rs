@@ -133,6 +133,15 @@ pub fn bit(map: &[u8], code: u16) -> bool {
         .is_some_and(|b| b & (1 << (code % 8)) != 0)
 }
 
+/// A key bitmap read from a device with `request` (EVIOCGBIT or EVIOCGKEY of
+/// [`KEY_BYTES`]); None when the ioctl fails.
+fn key_bits(device: &std::fs::File, request: u64) -> Option<[u8; KEY_BYTES]> {
+    let mut bits = [0u8; KEY_BYTES];
+    // SAFETY: both requests write at most their `len` (= the buffer's size) bytes into it.
+    let n = unsafe { libc::ioctl(device.as_raw_fd(), request as _, bits.as_mut_ptr()) };
+    (n > 0).then_some(bits)
+}
+
 pub struct Backend {
     keyboards: Vec<std::fs::File>,
 }
@@ -174,17 +183,10 @@ impl Backend {
                 }
                 Err(_) => continue,
             };
-            let mut keys = [0u8; KEY_BYTES];
-            // SAFETY: EVIOCGBIT writes at most `len` (= the buffer's size) bytes into it.
-            let n = unsafe {
-                libc::ioctl(
-                    file.as_raw_fd(),
-                    eviocgbit_key(KEY_BYTES as u64) as _,
-                    keys.as_mut_ptr(),
-                )
-            };
             // A keyboard has letters (KEY_A) or at least function keys (KEY_F1).
-            if n > 0 && (bit(&keys, 30) || bit(&keys, 59)) {
+            if key_bits(&file, eviocgbit_key(KEY_BYTES as u64))
+                .is_some_and(|keys| bit(&keys, 30) || bit(&keys, 59))
+            {
                 keyboards.push(file);
             }
         }
@@ -217,16 +219,7 @@ impl Backend {
     pub fn pressed(&self) -> Vec<u16> {
         let mut down = Vec::new();
         for kb in &self.keyboards {
-            let mut state = [0u8; KEY_BYTES];
-            // SAFETY: EVIOCGKEY writes at most `len` (= the buffer's size) bytes into it.
-            let n = unsafe {
-                libc::ioctl(
-                    kb.as_raw_fd(),
-                    eviocgkey(KEY_BYTES as u64) as _,
-                    state.as_mut_ptr(),
-                )
-            };
-            if n > 0 {
+            if let Some(state) = key_bits(kb, eviocgkey(KEY_BYTES as u64)) {
                 down.extend((0..(KEY_BYTES * 8) as u16).filter(|&c| bit(&state, c)));
             }
         }

@@ -118,29 +118,9 @@ pub enum AddError {
     },
 }
 
-/// The first (by name) safetensors file of a Hugging Face directory: the source hashed.
-fn first_safetensors(dir: &Path) -> Result<PathBuf, ModelError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| ModelError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    files.into_iter().next().ok_or_else(|| ModelError::Format {
-        path: dir.to_path_buf(),
-        reason: "no .safetensors file".into(),
-    })
-}
-
 /// Where user models live.
 pub fn user_models_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("SOTTO_DATA_DIR") {
-        return PathBuf::from(d).join("models");
-    }
-    dirs::data_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("sotto")
-        .join("models")
+    crate::config::data_dir().join("models")
 }
 
 /// A user model found by name (under [`user_models_dir`]) or by the path of its directory.
@@ -181,10 +161,7 @@ pub fn detect(path: &Path) -> Result<Format, AddError> {
             let config = std::fs::read_to_string(path.join("config.json")).unwrap_or_default();
             let whisper = serde_json::from_str::<serde_json::Value>(&config)
                 .is_ok_and(|c| c["model_type"] == "whisper");
-            let has_weights = std::fs::read_dir(path).is_ok_and(|d| {
-                d.filter_map(|e| e.ok())
-                    .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
-            });
+            let has_weights = super::whisper_ggml::safetensors_files(path).is_ok();
             if whisper && has_weights && path.join("tokenizer.json").is_file() {
                 return Ok(Format::WhisperHf);
             }
@@ -292,7 +269,8 @@ pub fn add(
     std::fs::create_dir_all(&tmp).map_err(write_err(&tmp))?;
     let result = (|| {
         let source_hash = if format == Format::WhisperHf {
-            sha256_file(&first_safetensors(src)?)?
+            // The first shard by name stands for the source.
+            sha256_file(&super::whisper_ggml::safetensors_files(src)?[0])?
         } else if src.is_dir() {
             sha256_file(&src.join("model.bin"))?
         } else {

@@ -778,15 +778,7 @@ pub fn convert_hf(
         n_mels: dim("num_mel_bins")?,
         ftype: 1,
     };
-    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| ModelError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    shards.sort();
-    if shards.is_empty() {
-        return Err(bad(dir, "no .safetensors file".into()));
-    }
+    let shards = safetensors_files(dir)?;
     let files: Vec<Vec<u8>> = shards
         .iter()
         .map(|p| std::fs::read(p).map_err(|e| ModelError::io(p, e)))
@@ -804,6 +796,23 @@ pub fn convert_hf(
     let vocab = read_vocab(&tokenizer)?;
     write_model(out, &tokenizer, hparams, &vocab, &tensors, progress)?;
     Ok(hparams)
+}
+
+/// The `.safetensors` files of a Hugging Face directory (its shards), by name; at least one.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        return Err(ModelError::Format {
+            path: dir.to_path_buf(),
+            reason: "no .safetensors file".into(),
+        });
+    }
+    Ok(shards)
 }
 
 /// The tensors of a safetensors file: an 8-byte header length, a JSON header naming each

@@ -135,6 +135,19 @@ fn added_file(dir: &Path, name: &str, file: &str) -> PathBuf {
     dir.join("data/models").join(name).join(file)
 }
 
+/// Admits tiny.en's bytes (open-weight) and transcribes jfk.wav with the added model `name`:
+/// word for word.
+fn accept_tiny_en_and_transcribe_jfk_with(dir: &Path, name: &str) {
+    let accept =
+        run(sotto_data(dir).args(["audit", "accept", "whisper-tiny.en", "--reason", "test"]));
+    assert!(accept.status.success(), "{}", stderr(&accept));
+    let out = run(sotto_data(dir)
+        .args(["--stt-model", name, "transcribe", "--beam-size", "1"])
+        .arg(jfk_wav()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(words(&stdout(&out)), words(&jfk_txt()), "{}", stdout(&out));
+}
+
 #[test]
 fn an_openai_pytorch_whisper_checkpoint_imports_to_the_same_bytes_and_transcribes_jfk() {
     let ggml = model(sotto::models::WHISPER_GGML);
@@ -161,19 +174,7 @@ fn an_openai_pytorch_whisper_checkpoint_imports_to_the_same_bytes_and_transcribe
         sotto::models::sha256_file(&ggml).unwrap(),
         "the .pt path writes the same ggml bytes as the CTranslate2 path"
     );
-    let accept = run(sotto_data(dir.path()).args([
-        "audit",
-        "accept",
-        "whisper-tiny.en",
-        "--reason",
-        "test",
-    ]));
-    assert!(accept.status.success(), "{}", stderr(&accept));
-    let out = run(sotto_data(dir.path())
-        .args(["--stt-model", "tiny-pt", "transcribe", "--beam-size", "1"])
-        .arg(jfk_wav()));
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(words(&stdout(&out)), words(&jfk_txt()), "{}", stdout(&out));
+    accept_tiny_en_and_transcribe_jfk_with(dir.path(), "tiny-pt");
     eprintln!(
         "models add (.pt) to the first transcript: {} ms",
         t0.elapsed().as_millis()
@@ -297,19 +298,7 @@ fn a_hugging_face_whisper_directory_imports_to_the_same_bytes_and_transcribes_jf
         sotto::models::sha256_file(&ggml).unwrap(),
         "the Hugging Face path writes the same ggml bytes as the CTranslate2 path"
     );
-    let accept = run(sotto_data(dir.path()).args([
-        "audit",
-        "accept",
-        "whisper-tiny.en",
-        "--reason",
-        "test",
-    ]));
-    assert!(accept.status.success(), "{}", stderr(&accept));
-    let out = run(sotto_data(dir.path())
-        .args(["--stt-model", "tiny-hf", "transcribe", "--beam-size", "1"])
-        .arg(jfk_wav()));
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(words(&stdout(&out)), words(&jfk_txt()), "{}", stdout(&out));
+    accept_tiny_en_and_transcribe_jfk_with(dir.path(), "tiny-hf");
     eprintln!(
         "models add (Hugging Face directory) to the first transcript: {} ms",
         t0.elapsed().as_millis()

@@ -743,22 +743,7 @@ fn dictation_can_type_each_utterance_into_the_focused_window() {
 fn scratch_that_erases_the_last_typed_utterance() {
     model(sotto::models::WHISPER_GGML);
     let dir = tempfile::tempdir().unwrap();
-    let gap = silence(dir.path(), "1.5");
-    let mut parts = vec![gap.clone()];
-    for (i, s) in [
-        "The meeting is on Monday.",
-        "Scratch that.",
-        "The meeting is on Tuesday.",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let p = dir.path().join(format!("s{i}.wav"));
-        voice(s, &p);
-        parts.extend([p, gap.clone()]);
-    }
-    let input = dir.path().join("input.wav");
-    concat(&parts, &input);
+    let input = scratch_that_said(dir.path());
     let target = TypingTarget::start();
     let out = run(sotto()
         .env("DISPLAY", &target.x.display)
@@ -1134,11 +1119,10 @@ fn spoken_punctuation_and_new_line_become_what_they_name() {
     );
 }
 
-#[test]
-fn scratch_that_withdraws_the_last_utterance_from_the_output_file() {
-    model(sotto::models::WHISPER_GGML);
-    let dir = tempfile::tempdir().unwrap();
-    let gap = silence(dir.path(), "1.5");
+/// Piper saying "The meeting is on Monday.", "Scratch that.", "The meeting is on Tuesday."
+/// with 1.5 s gaps.
+fn scratch_that_said(dir: &Path) -> std::path::PathBuf {
+    let gap = silence(dir, "1.5");
     let mut parts = vec![gap.clone()];
     for (i, s) in [
         "The meeting is on Monday.",
@@ -1148,12 +1132,20 @@ fn scratch_that_withdraws_the_last_utterance_from_the_output_file() {
     .iter()
     .enumerate()
     {
-        let p = dir.path().join(format!("s{i}.wav"));
+        let p = dir.join(format!("s{i}.wav"));
         voice(s, &p);
         parts.extend([p, gap.clone()]);
     }
-    let input = dir.path().join("input.wav");
+    let input = dir.join("input.wav");
     concat(&parts, &input);
+    input
+}
+
+#[test]
+fn scratch_that_withdraws_the_last_utterance_from_the_output_file() {
+    model(sotto::models::WHISPER_GGML);
+    let dir = tempfile::tempdir().unwrap();
+    let input = scratch_that_said(dir.path());
     let text_file = dir.path().join("notes.txt");
     std::fs::write(&text_file, "Kept from before.\n").unwrap();
     let out = run(sotto()
