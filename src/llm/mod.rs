@@ -156,6 +156,12 @@ pub struct Llm {
     /// The token that ends a turn (ChatML's `<|im_end|>`): fed after a reply cut short, so
     /// the KV cache holds the turn as the template will render it.
     eos_id: Option<u32>,
+    /// The token a prompt starts with when the GGUF asks for one (`add_bos_token`, on by
+    /// default for SentencePiece vocabularies: Llama 2, TinyLlama), and its text.
+    bos: Option<(u32, String)>,
+    /// Token texts the chat template may use as `bos_token` / `eos_token`.
+    bos_text: String,
+    eos_text: String,
     context_tokens: usize,
     system_prompt: Option<String>,
     history: Vec<Message>,
@@ -215,6 +221,21 @@ impl Llm {
             .and_then(|v| v.as_u64())
             .map(|id| id as u32);
         stop_ids.extend(eos_id);
+        let token_text = |key: &str| -> Option<String> {
+            let id = header.get(key)?.as_u64()?;
+            tokenizer.id_to_token(id as u32)
+        };
+        let bos_text = token_text("tokenizer.ggml.bos_token_id").unwrap_or_default();
+        let eos_text = token_text("tokenizer.ggml.eos_token_id").unwrap_or_default();
+        let add_bos = header
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(header.get_str("tokenizer.ggml.model") == Some("llama"));
+        let bos = header
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(|v| v.as_u64())
+            .filter(|_| add_bos && !bos_text.is_empty())
+            .map(|id| (id as u32, bos_text.clone()));
         stop_ids.sort_unstable();
         stop_ids.dedup();
         let model = Model::load(gguf_path, &header, threads)?;
@@ -234,6 +255,9 @@ impl Llm {
             template,
             stop_ids,
             eos_id,
+            bos,
+            bos_text,
+            eos_text,
             context_tokens,
             system_prompt,
             history: Vec::new(),
@@ -280,7 +304,7 @@ impl Llm {
         if prefix.is_empty() || !full.starts_with(&prefix) {
             return Ok(());
         }
-        let ids = self.encode(&prefix)?;
+        let ids = self.encode_prompt(&prefix)?;
         if ids.is_empty() || ids.len() >= self.context_tokens {
             return Ok(());
         }
@@ -383,8 +407,8 @@ impl Llm {
             .render(minijinja::context! {
                 messages => minijinja::Value::from(minijinja::value::Serde(&all)),
                 add_generation_prompt => add_generation_prompt,
-                bos_token => "",
-                eos_token => "",
+                bos_token => &self.bos_text,
+                eos_token => &self.eos_text,
             })
             .map_err(bad)
     }
@@ -395,10 +419,13 @@ impl Llm {
     /// or none. The option with the largest margin of "Yes" over "No" wins if that margin is
     /// positive. Leaves the conversation as it was (its KV cache is rebuilt on the next turn).
     pub fn choose(&mut self, request: &str, options: &[String]) -> Result<Option<usize>, LlmError> {
-        let (Some(yes), Some(no)) = (
-            self.tokenizer.token_to_id("Yes"),
-            self.tokenizer.token_to_id("No"),
-        ) else {
+        // SentencePiece vocabularies spell a word at the start of a reply with its space mark.
+        let token = |word: &str| {
+            self.tokenizer
+                .token_to_id(word)
+                .or_else(|| self.tokenizer.token_to_id(&format!("\u{2581}{word}")))
+        };
+        let (Some(yes), Some(no)) = (token("Yes"), token("No")) else {
             return Ok(None);
         };
         let system = "You decide whether a spoken request asks for a given action. \
@@ -415,7 +442,7 @@ impl Llm {
                     content: user,
                 }],
             )?;
-            let ids = self.encode(&prompt)?;
+            let ids = self.encode_prompt(&prompt)?;
             if ids.len() + 1 >= self.context_tokens {
                 return Err(LlmError::PromptTooLong {
                     tokens: ids.len(),
@@ -437,6 +464,18 @@ impl Llm {
             .map(|(i, _)| i);
         tracing::info!(stage = "llm", request, ?margins, choice = ?best, "command routed");
         Ok(best)
+    }
+
+    /// Encodes a whole rendered prompt: the BOS token first when the model wants one and the
+    /// chat template did not write it.
+    fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        let mut ids = self.encode(text)?;
+        if let Some((bos, bos_text)) = &self.bos
+            && !text.starts_with(bos_text.as_str())
+        {
+            ids.insert(0, *bos);
+        }
+        Ok(ids)
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {
@@ -484,10 +523,10 @@ impl Llm {
         });
         // Keep the prompt plus the reply inside the context: drop the oldest turns.
         let budget = self.context_tokens.saturating_sub(max_tokens.max(1));
-        let mut prompt = self.encode(&self.render(&self.history)?)?;
+        let mut prompt = self.encode_prompt(&self.render(&self.history)?)?;
         while prompt.len() > budget && self.history.len() > 1 {
             self.history.drain(..self.history.len().min(2) - 1);
-            prompt = self.encode(&self.render(&self.history)?)?;
+            prompt = self.encode_prompt(&self.render(&self.history)?)?;
         }
         if prompt.len() > budget {
             self.history = history_before;

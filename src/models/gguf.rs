@@ -52,6 +52,34 @@ impl Value {
         })
     }
 
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v as f64),
+            Value::F64(v) => Some(v),
+            _ => self
+                .as_u64()
+                .map(|v| v as f64)
+                .or_else(|| self.as_i64().map(|v| v as f64)),
+        }
+    }
+
+    fn as_i64(&self) -> Option<i64> {
+        Some(match *self {
+            Value::I8(v) => v as i64,
+            Value::I16(v) => v as i64,
+            Value::I32(v) => v as i64,
+            Value::I64(v) => v,
+            _ => return None,
+        })
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(v) => Some(v),

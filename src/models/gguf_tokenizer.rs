@@ -1,9 +1,18 @@
 //! Builds a Hugging Face `tokenizer.json` for a GGUF model from the tokenizer it embeds.
 //!
-//! The SmolLM2 GGUF ships no tokenizer.json; its vocabulary, merges and token types are in the
-//! metadata (`tokenizer.ggml.*`). `tokenizer.ggml.model = gpt2` means byte-level BPE; the `smollm`
-//! pre-tokenizer splits digits individually and adds no prefix space. Control tokens (type 3)
-//! become special added tokens so `<|im_start|>` encodes as one id.
+//! A GGUF ships no tokenizer.json; its vocabulary, token types and merges or scores are in the
+//! metadata (`tokenizer.ggml.*`). Two kinds are rebuilt:
+//! - `tokenizer.ggml.model = gpt2`: byte-level BPE (SmolLM2, Llama 3). The `smollm` pre-tokenizer
+//!   splits digits individually and adds no prefix space.
+//! - `tokenizer.ggml.model = llama`: SentencePiece BPE (Llama 2, TinyLlama, Mistral, Phi-3).
+//!   SentencePiece merges the adjacent pair whose joined piece scores highest; the same order
+//!   is written as BPE merges ranked by that score (as `transformers` converts Llama's
+//!   tokenizer.model), spaces become `▁`, one `▁` is prepended to text unless the GGUF says
+//!   `add_space_prefix = false`, and characters outside the vocabulary fall back to the
+//!   `<0xNN>` byte tokens.
+//!
+//! Control tokens (type 3) become special added tokens so `<|im_start|>` or `</s>` encodes as
+//! one id.
 
 use serde_json::{Value as Json, json};
 
@@ -11,6 +20,7 @@ use super::ModelError;
 use super::gguf::Header;
 use std::path::Path;
 
+const TOKEN_TYPE_NORMAL: u64 = 1;
 const TOKEN_TYPE_CONTROL: u64 = 3;
 const TOKEN_TYPE_USER_DEFINED: u64 = 4;
 
@@ -21,23 +31,24 @@ pub fn tokenizer_json(path: &Path, header: &Header) -> Result<Json, ModelError> 
         reason,
     };
     let model = header.get_str("tokenizer.ggml.model").unwrap_or("");
-    if model != "gpt2" {
+    if model != "gpt2" && model != "llama" {
         return Err(bad(format!(
-            "tokenizer.ggml.model is {model:?}; only byte-level BPE (gpt2) can be rebuilt"
+            "tokenizer.ggml.model is {model:?}; only byte-level BPE (gpt2) and SentencePiece \
+             (llama) tokenizers can be rebuilt"
         )));
     }
     let tokens = header
         .get_strings("tokenizer.ggml.tokens")
         .ok_or_else(|| bad("no tokenizer.ggml.tokens string array".into()))?;
-    let merges = header
-        .get_strings("tokenizer.ggml.merges")
-        .ok_or_else(|| bad("no tokenizer.ggml.merges string array".into()))?;
     let types: Vec<u64> = match header
         .get("tokenizer.ggml.token_type")
         .and_then(|v| v.as_array())
     {
-        Some(a) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
-        None => vec![1; tokens.len()],
+        Some(a) => a
+            .iter()
+            .map(|v| v.as_u64().unwrap_or(TOKEN_TYPE_NORMAL))
+            .collect(),
+        None => vec![TOKEN_TYPE_NORMAL; tokens.len()],
     };
     if types.len() != tokens.len() {
         return Err(bad(format!(
@@ -46,9 +57,6 @@ pub fn tokenizer_json(path: &Path, header: &Header) -> Result<Json, ModelError> 
             tokens.len()
         )));
     }
-    let pre = header.get_str("tokenizer.ggml.pre").unwrap_or("default");
-    let digits_individually = matches!(pre, "smollm" | "llama3" | "llama-bpe" | "default");
-
     let mut vocab = serde_json::Map::new();
     let mut added = Vec::new();
     for (id, (&tok, &ty)) in tokens.iter().zip(&types).enumerate() {
@@ -71,6 +79,41 @@ pub fn tokenizer_json(path: &Path, header: &Header) -> Result<Json, ModelError> 
         .and_then(|i| tokens.get(i as usize))
         .map(|t| json!(t))
         .unwrap_or(Json::Null);
+    if model == "llama" {
+        let scores: Vec<f64> = header
+            .get("tokenizer.ggml.scores")
+            .and_then(|v| v.as_array())
+            .ok_or_else(|| bad("a SentencePiece tokenizer without tokenizer.ggml.scores".into()))?
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(0.0))
+            .collect();
+        if scores.len() != tokens.len() {
+            return Err(bad(format!(
+                "{} token scores for {} tokens",
+                scores.len(),
+                tokens.len()
+            )));
+        }
+        let add_space_prefix = header
+            .get("tokenizer.ggml.add_space_prefix")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        return Ok(sentencepiece_json(
+            &tokens,
+            &types,
+            &scores,
+            vocab,
+            added,
+            unk,
+            add_space_prefix,
+        ));
+    }
+    let merges = header
+        .get_strings("tokenizer.ggml.merges")
+        .ok_or_else(|| bad("no tokenizer.ggml.merges string array".into()))?;
+    let pre = header.get_str("tokenizer.ggml.pre").unwrap_or("default");
+    let digits_individually = matches!(pre, "smollm" | "llama3" | "llama-bpe" | "default");
+
     let byte_level = json!({
         "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true
     });
@@ -108,4 +151,85 @@ pub fn tokenizer_json(path: &Path, header: &Header) -> Result<Json, ModelError> 
             "merges": merges,
         },
     }))
+}
+
+/// SentencePiece BPE as Hugging Face `tokenizers` runs it (what `transformers` writes for
+/// Llama's tokenizer.model): every way a normal piece splits into two pieces of the vocabulary
+/// is a merge, ranked by the joined piece's score (highest first), so merging the best-ranked
+/// pair first is SentencePiece's "join the adjacent pair whose result scores highest".
+fn sentencepiece_json(
+    tokens: &[&str],
+    types: &[u64],
+    scores: &[f64],
+    vocab: serde_json::Map<String, Json>,
+    added: Vec<Json>,
+    unk: Json,
+    add_space_prefix: bool,
+) -> Json {
+    let ids: std::collections::HashMap<&str, usize> =
+        tokens.iter().enumerate().map(|(i, &t)| (t, i)).collect();
+    // (score of the joined piece, left id, right id), best first.
+    let mut merges: Vec<(f64, usize, usize, usize, usize)> = Vec::new();
+    for (id, &piece) in tokens.iter().enumerate() {
+        if types[id] != TOKEN_TYPE_NORMAL && types[id] != TOKEN_TYPE_USER_DEFINED {
+            continue;
+        }
+        for (cut, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(cut);
+            if let (Some(&li), Some(&ri)) = (ids.get(l), ids.get(r)) {
+                merges.push((scores[id], id, li, ri, cut));
+            }
+        }
+    }
+    // transformers' order: score descending, then the shorter left piece, then by ids.
+    merges.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.4.cmp(&b.4))
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+    });
+    let merges: Vec<Json> = merges
+        .iter()
+        .map(|&(_, _, l, r, _)| json!([tokens[l], tokens[r]]))
+        .collect();
+    let replace_space =
+        json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let normalizer = if add_space_prefix {
+        json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            replace_space,
+        ]})
+    } else {
+        replace_space
+    };
+    let mut decoders = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if add_space_prefix {
+        decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": normalizer,
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {
+            "type": "BPE",
+            "dropout": null,
+            "unk_token": unk,
+            "continuing_subword_prefix": null,
+            "end_of_word_suffix": null,
+            "fuse_unk": true,
+            "byte_fallback": true,
+            "ignore_merges": false,
+            "vocab": vocab,
+            "merges": merges,
+        },
+    })
 }

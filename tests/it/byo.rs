@@ -715,3 +715,68 @@ fn a_voice_whose_espeak_language_is_missing_is_refused_at_load_by_name() {
     assert!(err.contains("xx-voice.onnx.json"), "{err}");
     assert!(!wav.exists());
 }
+
+/// llama.cpp's own tokenizer tests (`tests/test-tokenizer-0`): each `.inp` holds texts
+/// separated by `__ggml_vocab_test__` lines, each `.out` line the ids llama.cpp gives the text
+/// (no BOS). The SentencePiece vocabularies of Llama 2 (TinyLlama's) and Phi-3, rebuilt by
+/// sotto as tokenizer.json, must give the very same ids — leading spaces, runs of newlines,
+/// digits, emoji and Cyrillic through the byte fallback included.
+#[test]
+fn sentencepiece_gguf_vocabularies_tokenize_as_llama_cpp_does() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["ggml-vocab-llama-spm.gguf", "ggml-vocab-phi-3.gguf"] {
+        let gguf = model(&format!("tokenizer-tests/{name}"));
+        let inp = std::fs::read_to_string(model(&format!("tokenizer-tests/{name}.inp"))).unwrap();
+        let out = std::fs::read_to_string(model(&format!("tokenizer-tests/{name}.out"))).unwrap();
+        let json = dir.path().join(format!("{name}.tokenizer.json"));
+        sotto::models::import::write_tokenizer(&gguf, &json).unwrap();
+        let tokenizer = tokenizers::Tokenizer::from_file(&json).unwrap();
+
+        let texts: Vec<&str> = inp
+            .strip_suffix("\n__ggml_vocab_test__\n")
+            .unwrap_or(&inp)
+            .split("\n__ggml_vocab_test__\n")
+            .collect();
+        let expected: Vec<Vec<u32>> = out
+            .lines()
+            .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
+            .collect();
+        assert_eq!(
+            texts.len(),
+            expected.len(),
+            "{name}: .inp and .out disagree"
+        );
+        assert!(texts.len() >= 30, "{name}: only {} cases", texts.len());
+        let mut wrong = Vec::new();
+        for (text, want) in texts.iter().zip(&expected) {
+            let got = tokenizer.encode(*text, false).unwrap().get_ids().to_vec();
+            if &got != want {
+                wrong.push(format!("{text:?}: llama.cpp {want:?}, sotto {got:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{name}:\n{}", wrong.join("\n"));
+
+        // Decoding gives the text back (the prefix space SentencePiece adds is taken off).
+        for text in [
+            "Hello world",
+            "this is 🦙.cpp",
+            "нещо на Български",
+            "3333333",
+        ] {
+            let ids = tokenizer.encode(text, false).unwrap();
+            assert_eq!(
+                tokenizer.decode(ids.get_ids(), false).unwrap(),
+                text,
+                "{name}"
+            );
+            // …and so does streaming a reply token by token, as the agent speaks it.
+            let mut detok = sotto::llm::Detokenizer::default();
+            let mut streamed = String::new();
+            for &id in ids.get_ids() {
+                streamed.extend(detok.push(&tokenizer, id));
+            }
+            streamed.extend(detok.flush(&tokenizer));
+            assert_eq!(streamed, text, "{name}: streamed");
+        }
+    }
+}
