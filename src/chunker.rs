@@ -44,6 +44,15 @@ impl Chunker {
         Self::default()
     }
 
+    /// Whole sentences only, from the first on (no early first clause): for text that is all
+    /// there or arrives as sentences, as a Wyoming client streams it.
+    pub fn sentences() -> Self {
+        Self {
+            pending: String::new(),
+            emitted_any: true,
+        }
+    }
+
     /// Adds a piece of text; returns the chunks that are now complete.
     pub fn push(&mut self, piece: &str) -> Vec<String> {
         self.pending.push_str(piece);
@@ -162,6 +171,17 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sentence_mode_cuts_only_at_sentence_ends() {
+        let mut c = Chunker::sentences();
+        assert_eq!(
+            c.push("The first sentence comes early, as it should. The second "),
+            vec!["The first sentence comes early, as it should."]
+        );
+        assert!(c.push("one follows").is_empty());
+        assert_eq!(c.finish().as_deref(), Some("The second one follows"));
+    }
 
     /// Feeds text a few characters at a time, as tokens arrive.
     fn chunks(text: &str) -> Vec<String> {

@@ -78,6 +78,9 @@ pub enum Command {
     Say(SayArgs),
     /// Dictation: each utterance from the microphone (or --input FILE) printed as text.
     Dictate(DictateArgs),
+    /// Serve the audited engines over the Wyoming protocol (Home Assistant, satellites):
+    /// speech to text, text to speech and conversation.
+    Serve(ServeArgs),
     /// List audio input and output devices.
     Devices,
     /// Run sotto as a service that starts at login (a systemd user unit on Linux, a launchd
@@ -245,6 +248,49 @@ pub struct AgentArgs {
     /// Silence that ends an utterance, in milliseconds [dictate.hangover_ms; 600].
     #[arg(long, value_name = "MS")]
     pub hangover_ms: Option<u32>,
+    /// Longest reply, in tokens.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<usize>,
+    /// CPU threads for Whisper and the language model (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Where to listen: tcp://HOST:PORT or unix:///PATH.
+    #[arg(long, default_value = "tcp://0.0.0.0:10300", value_name = "URI")]
+    pub uri: String,
+    /// Offer speech to text (with none of --asr/--tts/--handle, all three are offered).
+    #[arg(long)]
+    pub asr: bool,
+    /// Offer text to speech.
+    #[arg(long)]
+    pub tts: bool,
+    /// Offer conversation: voice commands first, the language model otherwise.
+    #[arg(long)]
+    pub handle: bool,
+    /// Announce the server on the local network (mDNS `_wyoming._tcp`) under this name.
+    #[arg(long, value_name = "NAME")]
+    pub zeroconf: Option<String>,
+    /// Clients connected at once; one more is told `busy`.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_clients: usize,
+    /// Requests waiting per engine; one more is told `busy`.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub queue: usize,
+    /// Longest utterance transcribed, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    pub max_utterance_s: u64,
+    /// Largest event payload accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_payload: usize,
+    /// Voice commands file (TOML) [config: agent.commands].
+    #[arg(long, value_name = "FILE")]
+    pub commands: Option<PathBuf>,
+    /// Where actions are logged (JSON lines) [agent.action_log].
+    #[arg(long, value_name = "FILE")]
+    pub action_log: Option<PathBuf>,
     /// Longest reply, in tokens.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<usize>,
@@ -458,6 +504,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat(&models, &file, global, args),
         Command::Say(args) => say(&models, &file, global, args),
         Command::Dictate(args) => dictate(&models, &file, global, args),
+        Command::Serve(args) => serve(&models, &file, global, args),
         Command::History { last, copy, json } => history(last, copy, json),
         Command::Service(cmd) => service(cmd),
         Command::Ctl { command } => {
@@ -1832,6 +1879,187 @@ fn agent(
     }
     if let Some(out) = &args.output {
         eprintln!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sotto serve`: the engines asked for, audited, loaded and warmed at once, then the
+/// Wyoming server until Ctrl-C or SIGTERM.
+fn serve(
+    models: &ModelsDir,
+    file: &ConfigFile,
+    flags: Flags,
+    args: ServeArgs,
+) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use crate::wyoming;
+
+    let uri: wyoming::Uri = args
+        .uri
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--uri {e}"))?;
+    let all = !(args.asr || args.tts || args.handle);
+    let (want_asr, want_tts, want_handle) = (all || args.asr, all || args.tts, all || args.handle);
+    let settings = Settings::resolve(
+        file,
+        &Flags {
+            threads: args.threads,
+            max_tokens: args.max_tokens,
+            commands: args.commands.clone(),
+            action_log: args.action_log.clone(),
+            ..flags
+        },
+    )?;
+    let commands = match (&settings.agent.commands, want_handle) {
+        (Some(path), true) => crate::commands::Commands::load(path)?,
+        _ => crate::commands::Commands::default(),
+    };
+    let mut ctx = AuditContext::new(&models.root);
+    let m = &settings.models;
+    let whisper = want_asr
+        .then(|| whisper_model(models, &mut ctx.cache, None, &m.stt))
+        .transpose()?;
+    let gguf = want_handle
+        .then(|| model_weight(models, "llm", &m.llm))
+        .transpose()?;
+    let onnx = want_tts
+        .then(|| model_weight(models, "tts", &m.tts))
+        .transpose()?;
+    let mut ids: Vec<&str> = Vec::new();
+    if want_asr {
+        ids.push(&m.stt);
+    }
+    if want_handle {
+        ids.push(&m.llm);
+    }
+    if want_tts {
+        ids.push(&m.tts);
+    }
+    let pass = match startup_gate(&mut ctx, &settings, &ids)? {
+        Ok(pass) => pass,
+        Err(code) => return Ok(code),
+    };
+    // Bind before loading: a port in use is an error in milliseconds, not after the models.
+    let listener = wyoming::Listener::bind(&uri)?;
+    let t0 = Instant::now();
+    let runtime = crate::tts::default_runtime_path(&models.root);
+    if want_tts {
+        verify_pinned(models, &runtime, &mut ctx.cache)?;
+    }
+    let (asr, handle, tts) = std::thread::scope(|s| {
+        let asr = s.spawn(|| -> anyhow::Result<Option<wyoming::AsrEngine>> {
+            let Some(whisper) = &whisper else {
+                return Ok(None);
+            };
+            let stt = Stt::load(&pass, whisper)?;
+            let language = stt.check_language(&settings.language)?;
+            Ok(Some(wyoming::AsrEngine {
+                stt,
+                opts: SttOptions {
+                    threads: settings.threads,
+                    beam_size: settings.beam_size,
+                    language,
+                    ..SttOptions::default()
+                },
+            }))
+        });
+        let handle = s.spawn(|| -> anyhow::Result<Option<wyoming::HandleEngine>> {
+            let Some(gguf) = &gguf else { return Ok(None) };
+            let mut llm = crate::llm::Llm::load(
+                &pass,
+                gguf,
+                &gguf.with_file_name("tokenizer.json"),
+                Some(settings.system_prompt.clone()),
+                settings.threads,
+            )?;
+            llm.warm_up()?;
+            Ok(Some(wyoming::HandleEngine {
+                llm,
+                params: crate::llm::GenParams {
+                    max_tokens: settings.max_tokens.unwrap_or(96),
+                    ..crate::llm::GenParams::default()
+                },
+                commands,
+                log: Some(crate::commands::ActionLog {
+                    path: settings.agent.action_log.clone(),
+                }),
+            }))
+        });
+        let tts = s.spawn(|| -> anyhow::Result<Option<wyoming::TtsEngine>> {
+            let Some(onnx) = &onnx else { return Ok(None) };
+            Ok(Some(wyoming::TtsEngine {
+                tts: crate::tts::Tts::load(&pass, onnx, &runtime)?,
+                speed: settings.speed,
+            }))
+        });
+        let panicked = |what| anyhow::anyhow!("loading the {what} panicked");
+        (
+            asr.join().map_err(|_| panicked("speech recogniser")),
+            handle.join().map_err(|_| panicked("language model")),
+            tts.join().map_err(|_| panicked("voice")),
+        )
+    });
+    let engines = wyoming::Engines {
+        asr: asr??,
+        handle: handle??,
+        tts: tts??,
+    };
+    let info = wyoming::info::describe(
+        &pass,
+        &engines,
+        whisper.as_deref(),
+        gguf.as_deref(),
+        onnx.as_deref(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        stop.clone(),
+    )?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let _announcement = match (&args.zeroconf, listener.port()) {
+        (Some(name), Some(port)) => Some(wyoming::zeroconf::announce(name, port)?),
+        (Some(_), None) => bail!("--zeroconf announces a TCP port; a unix:// socket has none"),
+        _ => None,
+    };
+    let reverify = Reverify::start(&pass, Some(stop.clone()));
+    let offered: Vec<&str> = [
+        ("asr", want_asr),
+        ("tts", want_tts),
+        ("handle", want_handle),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(r, _)| *r)
+    .collect();
+    tracing::info!(
+        stage = "serve",
+        ms = t0.elapsed().as_millis() as u64,
+        "models loaded and warm"
+    );
+    // Tests and scripts wait for this line.
+    eprintln!(
+        "serving {} on {} (Ctrl-C to stop)",
+        offered.join(", "),
+        listener.describe()
+    );
+    let options = wyoming::Options {
+        limits: wyoming::Limits {
+            max_payload: args.max_payload,
+            ..wyoming::Limits::default()
+        },
+        max_clients: args.max_clients.max(1),
+        queue: args.queue.max(1),
+        max_utterance: std::time::Duration::from_secs(args.max_utterance_s.max(1)),
+        ..wyoming::Options::default()
+    };
+    wyoming::serve(listener, engines, info, options, stop)?;
+    if let Some(code) = reverify.finish() {
+        return Ok(code);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -175,6 +175,17 @@ impl Stt {
         Ok(language.to_string())
     }
 
+    /// The language codes this model transcribes: "en" for an English-only model, every
+    /// language Whisper knows for a multilingual one.
+    pub fn languages(&self) -> Vec<String> {
+        if !self.ctx.is_multilingual() {
+            return vec!["en".into()];
+        }
+        (0..=whisper_rs::get_lang_max_id())
+            .filter_map(|id| whisper_rs::get_lang_str(id).map(str::to_string))
+            .collect()
+    }
+
     /// Whisper's prompt for a vocabulary: the words and phrases in order, comma-separated,
     /// within [`VOCABULARY_TOKENS`] tokens. Returns the prompt and the entries cut because
     /// they did not fit.

@@ -241,6 +241,11 @@ impl Tts {
         Ok(tts)
     }
 
+    /// The voice's language as its espeak-ng voice names it (e.g. "en-us").
+    pub fn language(&self) -> &str {
+        &self.espeak_voice
+    }
+
     /// Synthesizes one sentence or clause. `speed` > 1 speaks faster.
     pub fn synthesize(&mut self, text: &str, speed: f32) -> Result<Speech, TtsError> {
         let t0 = Instant::now();

@@ -77,6 +77,8 @@ pub struct Release {
     #[serde(default)]
     pub producer: Option<String>,
     #[serde(default)]
+    pub contact: Option<String>,
+    #[serde(default)]
     pub license: Option<ReleaseLicences>,
     #[serde(default)]
     pub components: Vec<Component>,

@@ -52,6 +52,12 @@ pub struct AuditContext {
 pub struct ModelReport {
     pub id: String,
     pub name: String,
+    /// Who made it and where it is from, as its manifest says (`release.producer`,
+    /// `release.contact`): what a Wyoming `info` attributes it to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
     pub files: Vec<FileIdentity>,
     pub identity_ok: bool,
     pub evidence: Vec<EvidenceReport>,
@@ -210,6 +216,8 @@ impl AuditContext {
         Ok(ModelReport {
             id: id.clone(),
             name: id,
+            producer: None,
+            contact: None,
             identity_ok: true,
             files: vec![file],
             evidence: Vec::new(),
@@ -343,6 +351,8 @@ impl AuditContext {
         Ok(ModelReport {
             id,
             name: m.release.name.clone(),
+            producer: m.release.producer.clone(),
+            contact: m.release.contact.clone(),
             identity_ok: identity_problems.is_empty(),
             files,
             evidence,
@@ -517,11 +527,15 @@ impl AuditPass {
 
     /// Whether `path` is one of the admitted weight files.
     pub fn covers(&self, path: &Path) -> bool {
+        self.report_for(path).is_some()
+    }
+
+    /// The report of the admitted model whose weight file `path` is.
+    pub fn report_for(&self, path: &Path) -> Option<&ModelReport> {
         let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         self.reports
             .iter()
-            .flat_map(|r| &r.files)
-            .any(|f| f.abs_path == want)
+            .find(|r| r.files.iter().any(|f| f.abs_path == want))
     }
 
     /// Hashes every admitted weight file again on a background thread ("audit-reverify"),

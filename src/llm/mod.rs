@@ -369,6 +369,13 @@ impl Llm {
         &self.history
     }
 
+    /// Replaces the conversation (one model serving several, as `sotto serve` does). The KV
+    /// cache is kept: the next turn reuses whatever prefix the new conversation shares with it.
+    pub fn set_history(&mut self, history: Vec<Message>) {
+        self.discard_prefill();
+        self.history = history;
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }

@@ -14,6 +14,7 @@ mod fetch;
 mod fuzz;
 mod llm;
 mod models;
+mod serve;
 mod service;
 mod speech;
 mod transcribe;
