@@ -294,6 +294,9 @@ pub struct ServeArgs {
     /// Longest reply, in tokens.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<usize>,
+    /// Whisper's beam search width (1 = greedy) [stt.beam_size; 1].
+    #[arg(long, value_name = "N")]
+    pub beam_size: Option<usize>,
     /// CPU threads for Whisper and the language model (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -1907,6 +1910,7 @@ fn serve(
         &Flags {
             threads: args.threads,
             max_tokens: args.max_tokens,
+            beam_size: args.beam_size,
             commands: args.commands.clone(),
             action_log: args.action_log.clone(),
             ..flags

@@ -358,6 +358,41 @@ fn bad_frames_and_vanishing_clients_leave_the_server_serving() {
 }
 
 #[test]
+fn a_client_that_never_reads_its_audio_does_not_stall_the_voice_for_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--tts"]);
+    let slow = client_spawn(server.port, &["raw", "slow-reader"]);
+    // Let it fill its socket and the server's write buffer.
+    std::thread::sleep(Duration::from_secs(3));
+    let wav = dir.path().join("other.wav");
+    let t0 = std::time::Instant::now();
+    let r = client(
+        server.port,
+        &[
+            "synthesize",
+            "Another client is still served.",
+            wav.to_str().unwrap(),
+        ],
+    );
+    // Served after at most the write timeout (10 s) of the slow one, not never.
+    assert!(t0.elapsed() < Duration::from_secs(40), "{:?}", t0.elapsed());
+    assert!(r["audio_s"].as_f64().unwrap() > 1.0, "{r}");
+    let mut slow = slow;
+    let _ = slow.kill();
+    let _ = slow.wait();
+}
+
+#[test]
+fn zeroconf_announces_the_server_as_home_assistant_discovers_it() {
+    let server = Server::start(&["--asr", "--zeroconf", "sotto-zeroconf-test"]);
+    let r = client(0, &["discover", "sotto-zeroconf-test"]);
+    assert_eq!(
+        r["found"]["sotto-zeroconf-test._wyoming._tcp.local."], server.port,
+        "{r}"
+    );
+}
+
+#[test]
 fn a_client_over_the_limit_is_told_busy_and_the_others_are_served() {
     let server = Server::start(&["--asr", "--max-clients", "1"]);
     let mut first = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();

@@ -67,6 +67,8 @@ async def transcribe(port: int, path: str, chunk_bytes: int = 1024) -> dict:
             if Transcript.is_type(e.type):
                 text = Transcript.from_event(e).text
                 latency = time.monotonic() - t0
+                if "transcript-start" not in kinds:
+                    break  # a server without streaming ends here
             if e.type in ("transcript-stop", "error"):
                 break
         return {"text": text, "chunks": "".join(chunks), "events": kinds, "latency_s": latency if text is not None else None, "error": e.data if e.type == "error" else None}
@@ -172,6 +174,16 @@ def raw(port: int, what: str) -> dict:
         f.write(b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 2000000000}\n')
     elif what == "unknown":
         f.write(b'{"type": "make-coffee", "data": {}}\n')
+    elif what == "slow-reader":
+        # Asks for a lot of speech and never reads it: the server must drop this client, not
+        # stall the voice for everyone.
+        paragraph = "This is a long paragraph that goes on and on, sentence after sentence. " * 8
+        for _ in range(6):
+            f.write(json.dumps({"type": "synthesize", "data": {"text": paragraph}}).encode() + b"\n")
+        f.flush()
+        time.sleep(float(60))
+        s.close()
+        return {"events": [], "closed": True}
     elif what == "kill-mid-utterance":
         f.write(b'{"type": "audio-start", "data": {"rate": 16000, "width": 2, "channels": 1}}\n')
         for _ in range(20):
@@ -197,6 +209,35 @@ def raw(port: int, what: str) -> dict:
     return {"events": events, "closed": closed}
 
 
+def discover(name: str) -> dict:
+    """Browses mDNS for `_wyoming._tcp` (as Home Assistant does) until `name` shows up."""
+    from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
+
+    found: dict = {}
+
+    class Listener(ServiceListener):
+        def add_service(self, zc, type_, fullname):
+            info = zc.get_service_info(type_, fullname, timeout=3000)
+            found[fullname] = info.port if info else None
+
+        def update_service(self, zc, type_, fullname):
+            pass
+
+        def remove_service(self, zc, type_, fullname):
+            pass
+
+    zc = Zeroconf()
+    try:
+        ServiceBrowser(zc, "_wyoming._tcp.local.", Listener())
+        deadline = time.monotonic() + 20
+        want = f"{name}._wyoming._tcp.local."
+        while time.monotonic() < deadline and want not in found:
+            time.sleep(0.2)
+    finally:
+        zc.close()
+    return {"found": found}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("port", type=int)
@@ -215,7 +256,9 @@ def main() -> None:
     m = sub.add_parser("many")
     m.add_argument("wavs", nargs="+")
     r = sub.add_parser("raw")
-    r.add_argument("what", choices=["garbage", "truncated", "huge", "unknown", "kill-mid-utterance"])
+    r.add_argument("what", choices=["garbage", "truncated", "huge", "unknown", "kill-mid-utterance", "slow-reader"])
+    d = sub.add_parser("discover")
+    d.add_argument("name")
     a = ap.parse_args()
     if a.cmd == "describe":
         out = asyncio.run(describe(a.port))
@@ -229,6 +272,8 @@ def main() -> None:
         out = asyncio.run(handle(a.port, a.texts))
     elif a.cmd == "many":
         out = asyncio.run(many(a.port, a.wavs))
+    elif a.cmd == "discover":
+        out = discover(a.name)
     else:
         out = raw(a.port, a.what)
     print(json.dumps(out))
