@@ -157,6 +157,7 @@ pub struct Tts {
     shrinking: bool,
     config: piper_rs::ModelConfig,
     espeak_voice: String,
+    language: String,
     pub sample_rate_hz: u32,
     pub model_path: PathBuf,
 }
@@ -188,6 +189,11 @@ impl Tts {
         let config: piper_rs::ModelConfig =
             serde_json::from_str(&text).map_err(|e| bad_config(e.into()))?;
         let espeak_voice = config.espeak.voice.clone();
+        // Piper's own language code ("en_US"), as Piper's voice list and Home Assistant name it.
+        let language = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("language")?.get("code")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| espeak_voice.clone());
         // A voice brought for another language needs that language in espeak-ng: said now,
         // not at the first sentence.
         espeak_rs::text_to_phonemes("a", &espeak_voice, None).map_err(|source| {
@@ -226,6 +232,7 @@ impl Tts {
             shrinking: false,
             config,
             espeak_voice,
+            language,
             sample_rate_hz,
             model_path: onnx.to_path_buf(),
         };
@@ -241,9 +248,10 @@ impl Tts {
         Ok(tts)
     }
 
-    /// The voice's language as its espeak-ng voice names it (e.g. "en-us").
+    /// The voice's language as Piper names it (`language.code` of its .onnx.json, e.g.
+    /// "en_US"), else its espeak-ng voice.
     pub fn language(&self) -> &str {
-        &self.espeak_voice
+        &self.language
     }
 
     /// Synthesizes one sentence or clause. `speed` > 1 speaks faster.
