@@ -72,6 +72,10 @@ fn main() {
     group.bench_function("joe_medium_one_sentence", |b| {
         b.iter(|| voice.synthesize(sentence, 1.0).unwrap())
     });
+    // The espeak-ng part of it alone (text to IPA phonemes).
+    group.bench_function("phonemize_one_sentence", |b| {
+        b.iter(|| tts::phonemize(sentence, "en-us").unwrap())
+    });
     group.finish();
     c.final_summary();
 }
