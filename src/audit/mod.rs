@@ -58,6 +58,9 @@ pub struct ModelReport {
     pub producer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
+    /// `release.version` of its manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     pub files: Vec<FileIdentity>,
     pub identity_ok: bool,
     pub evidence: Vec<EvidenceReport>,
@@ -218,6 +221,7 @@ impl AuditContext {
             name: id,
             producer: None,
             contact: None,
+            version: None,
             identity_ok: true,
             files: vec![file],
             evidence: Vec::new(),
@@ -353,6 +357,11 @@ impl AuditContext {
             name: m.release.name.clone(),
             producer: m.release.producer.clone(),
             contact: m.release.contact.clone(),
+            version: m.release.version.as_ref().and_then(|v| match v {
+                serde_norway::Value::String(s) => Some(s.clone()),
+                serde_norway::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }),
             identity_ok: identity_problems.is_empty(),
             files,
             evidence,

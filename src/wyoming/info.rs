@@ -41,7 +41,7 @@ fn model(pass: &AuditPass, path: &Path, languages: Vec<String>) -> Value {
         "attribution": attribution,
         "installed": true,
         "description": report.map(verdict).unwrap_or_else(|| "not audited".into()),
-        "version": Value::Null,
+        "version": report.and_then(|r| r.version.clone()),
         "languages": languages,
     })
 }

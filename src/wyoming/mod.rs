@@ -401,6 +401,11 @@ pub fn serve(
             next_conversation: AtomicUsize::new(1),
         });
         let active = Arc::new(AtomicUsize::new(0));
+        // Every open connection, so that stopping can close them: a client that keeps its
+        // connection open and silent would otherwise hold the shutdown for the idle timeout.
+        let open: Arc<std::sync::Mutex<std::collections::HashMap<u64, Stream>>> =
+            Default::default();
+        let mut next_id = 0u64;
         while !stop.load(Ordering::SeqCst) {
             let stream = match listener.accept() {
                 Ok(s) => s,
@@ -428,19 +433,33 @@ pub fn serve(
                 continue;
             }
             active.fetch_add(1, Ordering::SeqCst);
+            next_id += 1;
+            let id = next_id;
+            if let Ok(handle) = stream.try_clone() {
+                lock(&open).insert(id, handle);
+            }
             let shared = shared.clone();
             let active = active.clone();
             let stop = stop.clone();
+            let open = open.clone();
             spawn_named(scope, "serve-client", move || {
                 session::run(stream, &shared, &stop);
+                lock(&open).remove(&id);
                 active.fetch_sub(1, Ordering::SeqCst);
             });
+        }
+        for stream in lock(&open).values() {
+            stream.shutdown();
         }
         // Closing the queues (dropping `shared` when the last connection ends) ends the
         // engine threads; the scope waits for them.
         drop(shared);
         Ok(())
     })
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn spawn_named<'scope, 'env, F>(scope: &'scope std::thread::Scope<'scope, 'env>, name: &str, f: F)

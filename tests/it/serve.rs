@@ -155,6 +155,7 @@ fn serve_describes_each_program_with_its_models_openness() {
         "{llm}"
     );
     assert_eq!(llm["attribution"]["name"], "Hugging Face");
+    assert_eq!(llm["version"], "1.0", "{llm}");
     server.assert_alive();
 }
 
@@ -428,6 +429,33 @@ fn a_client_over_the_limit_is_told_busy_and_the_others_are_served() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(served, "no client was served after the first left");
+}
+
+#[test]
+fn sigterm_stops_the_server_promptly_even_with_a_client_connected() {
+    let mut server = Server::start(&["--asr"]);
+    let _idle = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = server.child.id().to_string();
+    let t0 = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
