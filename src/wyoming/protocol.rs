@@ -162,6 +162,24 @@ fn read_exactly(r: &mut impl Read, len: usize) -> Result<Vec<u8>, ProtocolError>
     Ok(buf)
 }
 
+/// Reads events from `bytes` until the end or the first error, converting the audio of each
+/// `audio-chunk` as the server does: what the fuzz target and its replay test run.
+pub fn read_all(bytes: &[u8]) -> usize {
+    let mut r = std::io::Cursor::new(bytes);
+    let mut n = 0;
+    while let Ok(Some(e)) = read_event(&mut r, &Limits::default()) {
+        n += 1;
+        let get = |k: &str| e.data.get(k).and_then(Value::as_u64);
+        if let (Some(width), Some(channels)) = (get("width"), get("channels"))
+            && (1..=16).contains(&channels)
+            && let Some(samples) = pcm_to_f32(&e.payload, width as usize)
+        {
+            let _ = crate::audio::downmix(&samples, channels as usize);
+        }
+    }
+    n
+}
+
 /// Writes one event (data as a separate block, as the Python library does) and flushes.
 pub fn write_event(w: &mut impl Write, event: &Event) -> std::io::Result<()> {
     let mut header = Map::new();
@@ -280,6 +298,15 @@ mod tests {
         ));
         let long = vec![b'x'; 70 << 10];
         assert!(matches!(read(&long), Err(ProtocolError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn read_all_stops_at_the_first_bad_frame() {
+        assert_eq!(read_all(b"{\"type\":\"a\"}\n{\"type\":\"b\"}\n"), 2);
+        assert_eq!(
+            read_all(b"{\"type\":\"a\"}\nnot json\n{\"type\":\"b\"}\n"),
+            1
+        );
     }
 
     #[test]

@@ -29,6 +29,9 @@ fn every_kept_fuzz_input_is_a_value_or_an_error() {
             let _ = sotto::audio::resample(&clip.samples, clip.sample_rate_hz, 16_000);
         }
     }
+    for (_, data) in inputs("wyoming_event") {
+        sotto::wyoming::protocol::read_all(&data);
+    }
     for (_, data) in inputs("gguf_header") {
         let _ = sotto::models::gguf::Header::parse(&data, data.len() as u64);
     }
