@@ -103,40 +103,9 @@ pub fn decode_wav(path: &Path, bytes: &[u8]) -> Result<Clip, AudioError> {
     if bytes.is_empty() {
         return Err(AudioError::EmptyFile { path });
     }
-    let reader = hound::WavReader::new(bytes).map_err(|e| match e {
-        hound::Error::FormatError(reason) => AudioError::NotWav {
-            path: path.clone(),
-            reason: reason.to_string(),
-        },
-        hound::Error::Unsupported => AudioError::Unsupported {
-            path: path.clone(),
-            reason: "a WAV encoding other than PCM integer or IEEE float".into(),
-        },
-        hound::Error::IoError(e) => AudioError::NotWav {
-            path: path.clone(),
-            reason: format!("header cut short: {e}"),
-        },
-        other => AudioError::NotWav {
-            path: path.clone(),
-            reason: other.to_string(),
-        },
-    })?;
+    let reader = hound::WavReader::new(bytes).map_err(|e| header_error(&path, e))?;
     let spec = reader.spec();
-    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&spec.sample_rate) {
-        return Err(AudioError::Unsupported {
-            path,
-            reason: format!(
-                "sample rate {} Hz (supported: {MIN_RATE_HZ}–{MAX_RATE_HZ} Hz)",
-                spec.sample_rate
-            ),
-        });
-    }
-    if spec.channels == 0 {
-        return Err(AudioError::Unsupported {
-            path,
-            reason: "zero channels".into(),
-        });
-    }
+    check_spec(&path, spec)?;
     let mut interleaved = read_samples(reader, &path)?;
     let channels = spec.channels as usize;
     if let Some(index) = interleaved.iter().position(|x| !x.is_finite()) {
@@ -169,6 +138,196 @@ pub fn decode_wav(path: &Path, bytes: &[u8]) -> Result<Clip, AudioError> {
         samples,
         source_channels: spec.channels,
     })
+}
+
+/// What a WAV header that hound cannot read means, for the user.
+fn header_error(path: &Path, e: hound::Error) -> AudioError {
+    let path = path.to_path_buf();
+    match e {
+        hound::Error::FormatError(reason) => AudioError::NotWav {
+            path,
+            reason: reason.to_string(),
+        },
+        hound::Error::Unsupported => AudioError::Unsupported {
+            path,
+            reason: "a WAV encoding other than PCM integer or IEEE float".into(),
+        },
+        hound::Error::IoError(e) => AudioError::NotWav {
+            path,
+            reason: format!("header cut short: {e}"),
+        },
+        other => AudioError::NotWav {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// The rates, channel counts and sample formats sotto reads.
+fn check_spec(path: &Path, spec: hound::WavSpec) -> Result<(), AudioError> {
+    let unsupported = |reason: String| AudioError::Unsupported {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&spec.sample_rate) {
+        return Err(unsupported(format!(
+            "sample rate {} Hz (supported: {MIN_RATE_HZ}–{MAX_RATE_HZ} Hz)",
+            spec.sample_rate
+        )));
+    }
+    if spec.channels == 0 {
+        return Err(unsupported("zero channels".into()));
+    }
+    match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) | (hound::SampleFormat::Int, 8..=32) => Ok(()),
+        (format, bits) => Err(unsupported(format!("{bits}-bit {format:?} samples"))),
+    }
+}
+
+/// A WAV file played as a live input (`dictate`/`agent --input`): checked whole when opened
+/// (header, format, every sample readable and finite), then read block by block as it is
+/// played, so an hour of audio costs what a second of it does in memory instead of the
+/// 230 MB its samples take as floats.
+#[derive(Clone, Debug)]
+pub struct WavFile {
+    pub path: PathBuf,
+    pub sample_rate_hz: u32,
+    pub channels: u16,
+    /// Frames (one sample per channel) in the file.
+    pub frames: u64,
+}
+
+impl WavFile {
+    /// Opens and checks `path`, which must be a regular file (it is read twice: checked now,
+    /// played later). Errors name the file and what is wrong, as [`read_wav`]'s do.
+    pub fn open(path: &Path) -> Result<Self, AudioError> {
+        let meta = std::fs::metadata(path).map_err(|source| AudioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(AudioError::Unsupported {
+                path: path.to_path_buf(),
+                reason: "not a regular file (a pipe or device cannot be played as an input; \
+                         use `-` for stdin)"
+                    .into(),
+            });
+        }
+        if meta.len() == 0 {
+            return Err(AudioError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let reader = Self::reader(path)?;
+        let spec = reader.spec();
+        check_spec(path, spec)?;
+        let mut wav = Self {
+            path: path.to_path_buf(),
+            sample_rate_hz: spec.sample_rate,
+            channels: spec.channels,
+            frames: 0,
+        };
+        // Read it all once, keeping nothing: a damaged or corrupt file is refused before any
+        // model loads, as a file read whole is.
+        let mut frames = 0u64;
+        let mut clipped = 0usize;
+        wav.stream_checked(4096, &mut clipped, |block| {
+            frames += block.len() as u64;
+            true
+        })?;
+        if clipped > 0 {
+            tracing::warn!(file = %path.display(), clipped, "samples beyond full scale will be clipped");
+        }
+        if frames == 0 {
+            return Err(AudioError::NoSamples {
+                path: path.to_path_buf(),
+            });
+        }
+        wav.frames = frames;
+        Ok(wav)
+    }
+
+    pub fn duration_s(&self) -> f64 {
+        self.frames as f64 / self.sample_rate_hz as f64
+    }
+
+    fn reader(
+        path: &Path,
+    ) -> Result<hound::WavReader<std::io::BufReader<std::fs::File>>, AudioError> {
+        let file = std::fs::File::open(path).map_err(|source| AudioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| header_error(path, e))
+    }
+
+    /// Calls `f` with consecutive blocks of up to `frames_per_block` mono samples (in
+    /// [-1, 1]) until the file ends or `f` returns false.
+    pub fn stream(
+        &self,
+        frames_per_block: usize,
+        f: impl FnMut(&[f32]) -> bool,
+    ) -> Result<(), AudioError> {
+        self.stream_checked(frames_per_block, &mut 0, f)
+    }
+
+    fn stream_checked(
+        &self,
+        frames_per_block: usize,
+        clipped: &mut usize,
+        mut f: impl FnMut(&[f32]) -> bool,
+    ) -> Result<(), AudioError> {
+        let mut reader = Self::reader(&self.path)?;
+        let spec = reader.spec();
+        let channels = spec.channels as usize;
+        let damaged = |source: hound::Error| AudioError::Damaged {
+            path: self.path.clone(),
+            source,
+        };
+        let int_scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(8, 32) - 1)) as f32;
+        let float = spec.sample_format == hound::SampleFormat::Float;
+        let mut interleaved = Vec::with_capacity(frames_per_block.max(1) * channels);
+        let mut index = 0usize;
+        let mut samples: Box<dyn Iterator<Item = Result<f32, hound::Error>>> = if float {
+            Box::new(reader.samples::<f32>())
+        } else {
+            Box::new(
+                reader
+                    .samples::<i32>()
+                    .map(move |r| r.map(|v| v as f32 * int_scale)),
+            )
+        };
+        loop {
+            interleaved.clear();
+            while interleaved.len() < frames_per_block.max(1) * channels {
+                let Some(sample) = samples.next() else { break };
+                let mut x = sample.map_err(damaged)?;
+                if !x.is_finite() {
+                    return Err(AudioError::NonFinite {
+                        path: self.path.clone(),
+                        index,
+                        at_s: (index / channels) as f64 / spec.sample_rate as f64,
+                        value: x,
+                    });
+                }
+                if x.abs() > 1.0 {
+                    x = x.clamp(-1.0, 1.0);
+                    *clipped += 1;
+                }
+                interleaved.push(x);
+                index += 1;
+            }
+            // A partial last frame (a file cut inside a frame) is dropped, as hound drops it.
+            let whole = interleaved.len() / channels * channels;
+            if whole == 0 {
+                return Ok(());
+            }
+            let mono = downmix(&interleaved[..whole], channels);
+            if !f(&mono) {
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn read_samples(reader: hound::WavReader<&[u8]>, path: &Path) -> Result<Vec<f32>, AudioError> {
@@ -368,5 +527,104 @@ mod non_finite_tests {
     fn samples_beyond_full_scale_are_clipped() {
         let clip = decode_wav(Path::new("x.wav"), &float_wav(&[0.5, 1e30, -7.0, -0.25])).unwrap();
         assert_eq!(clip.samples, vec![0.5, 1.0, -1.0, -0.25]);
+    }
+}
+
+#[cfg(test)]
+mod wav_file_tests {
+    use super::*;
+
+    fn write(path: &Path, spec: hound::WavSpec, samples: &[f32]) {
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for &s in samples {
+            match (spec.sample_format, spec.bits_per_sample) {
+                (hound::SampleFormat::Float, _) => w.write_sample(s).unwrap(),
+                (_, bits) => w
+                    .write_sample((s * ((1i64 << (bits - 1)) - 1) as f32) as i32)
+                    .unwrap(),
+            }
+        }
+        w.finalize().unwrap();
+    }
+
+    fn streamed(wav: &WavFile, block: usize) -> Vec<f32> {
+        let mut out = Vec::new();
+        wav.stream(block, |b| {
+            out.extend_from_slice(b);
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_file_streams_the_samples_it_decodes_to_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let interleaved: Vec<f32> = (0..9001).map(|i| ((i as f32) * 0.01).sin() * 0.8).collect();
+        for (name, channels, format, bits) in [
+            ("s16-stereo.wav", 2, hound::SampleFormat::Int, 16),
+            ("s24-mono.wav", 1, hound::SampleFormat::Int, 24),
+            ("f32-3ch.wav", 3, hound::SampleFormat::Float, 32),
+            ("u8-mono.wav", 1, hound::SampleFormat::Int, 8),
+        ] {
+            let path = dir.path().join(name);
+            let spec = hound::WavSpec {
+                channels,
+                sample_rate: 22_050,
+                bits_per_sample: bits,
+                sample_format: format,
+            };
+            let n = interleaved.len() / channels as usize * channels as usize;
+            write(&path, spec, &interleaved[..n]);
+            let whole = read_wav(&path).unwrap();
+            let wav = WavFile::open(&path).unwrap();
+            assert_eq!(wav.frames as usize, whole.samples.len(), "{name}");
+            assert_eq!(wav.sample_rate_hz, 22_050);
+            for block in [1, 220, 4096] {
+                assert_eq!(
+                    streamed(&wav, block),
+                    whole.samples,
+                    "{name}, blocks of {block}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_when_opened_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let nan = dir.path().join("nan.wav");
+        let mut samples = vec![0.1f32; 16_000];
+        samples[12_345] = f32::NAN;
+        write(&nan, spec, &samples);
+        let e = WavFile::open(&nan).unwrap_err().to_string();
+        assert!(e.contains("nan.wav") && e.contains("sample 12345"), "{e}");
+
+        let cut = dir.path().join("cut.wav");
+        write(&cut, spec, &[0.1f32; 16_000]);
+        let bytes = std::fs::read(&cut).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() - 1001]).unwrap();
+        let e = WavFile::open(&cut).unwrap_err();
+        assert!(matches!(e, AudioError::Damaged { .. }), "{e}");
+
+        let empty = dir.path().join("empty.wav");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            WavFile::open(&empty).unwrap_err(),
+            AudioError::EmptyFile { .. }
+        ));
+
+        let e = WavFile::open(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = WavFile::open(&dir.path().join("missing.wav"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.wav"), "{e}");
     }
 }

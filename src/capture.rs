@@ -322,6 +322,38 @@ pub fn feed_clip(
     }
 }
 
+/// Feeds a WAV file into the ring as [`feed_clip`] does, reading it 10 ms at a time.
+pub fn feed_wav(
+    wav: &crate::audio::WavFile,
+    mut block: CaptureBlock,
+    fast: bool,
+    stop: &AtomicBool,
+) -> Result<(), crate::audio::AudioError> {
+    let step = (wav.sample_rate_hz / 100).max(1) as usize;
+    let t0 = Instant::now();
+    let mut fed = 0usize;
+    wav.stream(step, |chunk| {
+        while block.vacant() < chunk.len() {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        block.process_block(chunk);
+        fed += chunk.len();
+        if !fast {
+            let due = Duration::from_secs_f64(fed as f64 / wav.sample_rate_hz as f64);
+            if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        true
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

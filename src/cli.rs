@@ -1477,13 +1477,13 @@ fn dictate(
         },
     )?;
 
-    // Fail on a bad file before loading anything; a WAV input is decoded once, here.
+    // Fail on a bad file before loading anything: a WAV input is checked whole here, then read
+    // as it is played.
     let input = args
         .input
         .as_deref()
-        .map(audio::read_wav)
-        .transpose()?
-        .map(Arc::new);
+        .map(|p| crate::pipeline::listen::Source::input(p, args.fast))
+        .transpose()?;
     if (args.clipboard || args.type_text) && crate::desktop::session().is_none() {
         bail!(
             "{} needs a desktop session (macOS, or Wayland/X11 with WAYLAND_DISPLAY or DISPLAY set)",
@@ -1525,7 +1525,7 @@ fn dictate(
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let reverify = Reverify::start(&pass, Some(stop.clone()));
 
-    let mut listen = settings.listen_options(input, args.fast);
+    let mut listen = settings.listen_options(input);
     if args.partials {
         listen.partials_every = Some(std::time::Duration::from_secs(1));
     }
@@ -1697,14 +1697,13 @@ fn agent(
             ..flags
         },
     )?;
-    // Everything the user named is checked before a model loads; a WAV input is decoded
-    // here, once, and fed from memory.
+    // Everything the user named is checked before a model loads; a WAV input is checked
+    // whole here, then read as it is played.
     let input = args
         .input
         .as_deref()
-        .map(audio::read_wav)
-        .transpose()?
-        .map(Arc::new);
+        .map(|p| crate::pipeline::listen::Source::input(p, args.fast))
+        .transpose()?;
     if let Some(out) = &args.output
         && out.exists()
         && !args.force
@@ -1805,7 +1804,7 @@ fn agent(
         }),
         output,
     };
-    let listen = settings.listen_options(input, args.fast);
+    let listen = settings.listen_options(input);
     let coordinator = agent::Settings {
         barge_in: a.barge_in,
         echo_tail: a.echo_tail,

@@ -6,10 +6,8 @@
 //! key and its file) and the range — the same check whichever way the value came in.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::audio::Clip;
 use crate::audit::{Policy, verdict::Osaid};
 use crate::config::ConfigFile;
 use crate::pipeline::listen::{ListenOptions, Source};
@@ -446,14 +444,11 @@ impl Settings {
     }
 
     /// Where and how to listen: `input`, a decoded WAV, instead of the configured device.
-    pub fn listen_options(&self, input: Option<Arc<Clip>>, fast: bool) -> ListenOptions {
+    pub fn listen_options(&self, input: Option<Source>) -> ListenOptions {
         let l = &self.listening;
         let frames = |d: Duration| (d.as_millis() as usize).div_ceil(crate::vad::FRAME_MS as usize);
         ListenOptions {
-            source: match input {
-                Some(clip) => Source::Clip { clip, fast },
-                None => Source::Device(l.device.clone()),
-            },
+            source: input.unwrap_or_else(|| Source::Device(l.device.clone())),
             detector: l.detector,
             aggressiveness: l.aggressiveness,
             segmenter: SegmenterConfig {

@@ -27,7 +27,7 @@ use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 
 use super::{TurnId, spawn};
-use crate::audio::Clip;
+use crate::audio::{Clip, WavFile};
 use crate::capture::{self, CaptureBlock, CaptureStats, RingConsumer, RingProducer};
 use crate::ptt;
 use crate::vad::{self, Detector, DetectorKind, Segmenter, SegmenterConfig, Utterance};
@@ -39,6 +39,24 @@ pub enum Source {
     Device(Option<String>),
     /// A decoded WAV, fed at real-time pace (or as fast as it is taken, with `fast`).
     Clip { clip: Arc<Clip>, fast: bool },
+    /// A WAV file read as it is fed (checked when opened), paced like `Clip`.
+    File { wav: Arc<WavFile>, fast: bool },
+}
+
+impl Source {
+    /// `--input PATH`: a regular file is read as it is played; stdin (`-`) is read whole.
+    pub fn input(path: &std::path::Path, fast: bool) -> Result<Self, crate::audio::AudioError> {
+        if path == std::path::Path::new("-") {
+            return Ok(Source::Clip {
+                clip: Arc::new(crate::audio::read_wav(path)?),
+                fast,
+            });
+        }
+        Ok(Source::File {
+            wav: Arc::new(WavFile::open(path)?),
+            fast,
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +94,9 @@ pub enum ListenError {
     Hotkey(#[from] crate::hotkey::HotkeyError),
     #[error("the {0} thread panicked")]
     Panicked(&'static str),
+    /// The input file could not be read as it was played (changed since it was checked).
+    #[error(transparent)]
+    Input(#[from] crate::audio::AudioError),
 }
 
 type StageErrorBox = Box<dyn std::error::Error + Send + Sync>;
@@ -231,6 +252,7 @@ impl Listener {
     ) -> Result<Self, ListenError> {
         let rate_hz = match &opts.source {
             Source::Clip { clip, .. } => clip.sample_rate_hz,
+            Source::File { wav, .. } => wav.sample_rate_hz,
             Source::Device(name) => capture::device_rate(name.as_deref())?,
         };
         let (producer, consumer) = capture::ring(rate_hz, capture::RING_SECONDS);
@@ -245,7 +267,7 @@ impl Listener {
             let done = source_done.clone();
             let src = opts.source.clone();
             let name = match &src {
-                Source::Clip { .. } => "file-feed",
+                Source::Clip { .. } | Source::File { .. } => "file-feed",
                 Source::Device(_) => "capture",
             };
             spawn(name, move || {
@@ -254,6 +276,10 @@ impl Listener {
                         let block = CaptureBlock::new(producer, 1, stats);
                         capture::feed_clip(&clip, block, fast, &stop);
                         Ok(())
+                    }
+                    Source::File { wav, fast } => {
+                        let block = CaptureBlock::new(producer, 1, stats);
+                        capture::feed_wav(&wav, block, fast, &stop).map_err(ListenError::from)
                     }
                     Source::Device(name) => {
                         run_capture_thread(name, rate_hz, producer, stats, stop, reconnect_tx)
