@@ -9,7 +9,8 @@
 //! "ptt" (control socket, SIGUSR1, hotkey → the push-to-talk state machine) ──▶ frontend
 //! ```
 //!
-//! A WAV input is decoded once, by the caller, and fed from memory. Each utterance says when
+//! A WAV input is checked whole when opened and read as it is fed (stdin is decoded whole
+//! first). Each utterance says when
 //! its last voiced frame was heard ([`Heard::last_voiced_at`]): latencies are measured from the
 //! moment the speaker stopped, not from when the detector's hangover ran out.
 //!

@@ -15,7 +15,7 @@
 //!                shaping)                          barge-in)   action log)
 //! ```
 //!
-//! - [`listen`]: the source (a device, or a WAV decoded once) → SPSC ring → 16 kHz → voice
+//! - [`listen`]: the source (a device, or a WAV file read as it is played) → SPSC ring → 16 kHz → voice
 //!   activity detection or the push-to-talk gate → utterances, each with the time of its last
 //!   voiced frame.
 //! - [`transcribe`]: the one speech-to-text loop, for dictation and for the agent.
