@@ -480,7 +480,10 @@ fn asr_worker(mut engine: AsrEngine, jobs: Receiver<AsrJob>) {
         let mut opts = engine.opts.clone();
         let result = (|| {
             if let Some(lang) = &job.language {
-                opts.language = engine.stt.check_language(lang).map_err(|e| e.to_string())?;
+                opts.language = engine
+                    .stt
+                    .check_language(&whisper_language(lang))
+                    .map_err(|e| e.to_string())?;
             }
             if !job.vocabulary.is_empty() {
                 let (prompt, _) = engine.stt.vocabulary_prompt(&job.vocabulary);
@@ -494,6 +497,16 @@ fn asr_worker(mut engine: AsrEngine, jobs: Receiver<AsrJob>) {
         })();
         let _ = job.reply.send(result);
     }
+}
+
+/// Whisper's code for a client's language tag: Home Assistant and satellites may send
+/// "en-US" or "en_GB" where Whisper knows "en".
+fn whisper_language(tag: &str) -> String {
+    tag.split(['-', '_'])
+        .next()
+        .unwrap_or(tag)
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn tts_worker(mut engine: TtsEngine, jobs: Receiver<TtsJob>) {
@@ -702,6 +715,14 @@ fn log_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn language_tags_become_whisper_codes() {
+        assert_eq!(whisper_language("en-US"), "en");
+        assert_eq!(whisper_language("pt_BR"), "pt");
+        assert_eq!(whisper_language("auto"), "auto");
+        assert_eq!(whisper_language("DE"), "de");
+    }
 
     #[test]
     fn uris_parse_or_say_what_is_wrong() {

@@ -48,10 +48,10 @@ def load_wav(path: str):
         return w.getframerate(), w.getsampwidth(), w.getnchannels(), w.readframes(w.getnframes())
 
 
-async def transcribe(port: int, path: str, chunk_bytes: int = 1024) -> dict:
+async def transcribe(port: int, path: str, chunk_bytes: int = 1024, language: str = "en") -> dict:
     rate, width, channels, data = load_wav(path)
     async with AsyncTcpClient("127.0.0.1", port) as c:
-        await c.write_event(Transcribe(language="en").event())
+        await c.write_event(Transcribe(language=language).event())
         await c.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
         for i in range(0, len(data), chunk_bytes):
             chunk = AudioChunk(rate=rate, width=width, channels=channels, audio=data[i : i + chunk_bytes])
@@ -246,6 +246,7 @@ def main() -> None:
     t = sub.add_parser("transcribe")
     t.add_argument("wav")
     t.add_argument("--chunk-bytes", type=int, default=1024)
+    t.add_argument("--language", default="en")
     s = sub.add_parser("synthesize")
     s.add_argument("text")
     s.add_argument("out")
@@ -263,7 +264,7 @@ def main() -> None:
     if a.cmd == "describe":
         out = asyncio.run(describe(a.port))
     elif a.cmd == "transcribe":
-        out = asyncio.run(transcribe(a.port, a.wav, a.chunk_bytes))
+        out = asyncio.run(transcribe(a.port, a.wav, a.chunk_bytes, a.language))
     elif a.cmd == "synthesize":
         out = asyncio.run(synthesize(a.port, a.text, a.out))
     elif a.cmd == "stream":
