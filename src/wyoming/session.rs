@@ -402,9 +402,11 @@ fn audio_format(e: &Event) -> Result<(u32, usize, usize), String> {
     else {
         return Err(format!("{} needs rate, width and channels", e.kind));
     };
-    if !(1_000..=384_000).contains(&rate) {
+    // Up to 96 kHz: an utterance is held as mono floats until audio-stop, so the rate bounds
+    // what one client can make the server hold (60 s at 96 kHz: 23 MB).
+    if !(4_000..=96_000).contains(&rate) {
         return Err(format!(
-            "{} has rate {rate} Hz; 1000–384000 Hz is taken",
+            "{} has rate {rate} Hz; 4000–96000 Hz is taken",
             e.kind
         ));
     }

@@ -351,6 +351,16 @@ fn bad_frames_and_vanishing_clients_leave_the_server_serving() {
     }
     let r = client(server.port, &["raw", "unknown"]);
     assert_eq!(r["events"][0]["data"]["code"], "unknown-event", "{r}");
+    // Audio the server will not hold (384 kHz): refused by name, the connection kept.
+    let r = client(server.port, &["raw", "bad-rate"]);
+    assert_eq!(r["events"][0]["data"]["code"], "bad-audio", "{r}");
+    assert!(
+        r["events"][0]["data"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("384000 Hz"),
+        "{r}"
+    );
 
     // A client killed mid-utterance while another transcribes: the other gets its text.
     let good = client_spawn(server.port, &["transcribe", jfk_wav().to_str().unwrap()]);

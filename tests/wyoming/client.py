@@ -174,6 +174,8 @@ def raw(port: int, what: str) -> dict:
         f.write(b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, "payload_length": 2000000000}\n')
     elif what == "unknown":
         f.write(b'{"type": "make-coffee", "data": {}}\n')
+    elif what == "bad-rate":
+        f.write(b'{"type": "audio-start", "data": {"rate": 384000, "width": 2, "channels": 1}}\n')
     elif what == "slow-reader":
         # Asks for a lot of speech and never reads it: the server must drop this client, not
         # stall the voice for everyone.
@@ -201,7 +203,7 @@ def raw(port: int, what: str) -> dict:
                 closed = True
                 break
             events.append({"type": e.type, "data": e.data})
-            if what == "unknown":
+            if what in ("unknown", "bad-rate"):
                 break
     except (socket.timeout, ConnectionResetError):
         closed = True
@@ -257,7 +259,7 @@ def main() -> None:
     m = sub.add_parser("many")
     m.add_argument("wavs", nargs="+")
     r = sub.add_parser("raw")
-    r.add_argument("what", choices=["garbage", "truncated", "huge", "unknown", "kill-mid-utterance", "slow-reader"])
+    r.add_argument("what", choices=["garbage", "truncated", "huge", "unknown", "bad-rate", "kill-mid-utterance", "slow-reader"])
     d = sub.add_parser("discover")
     d.add_argument("name")
     a = ap.parse_args()
