@@ -226,12 +226,8 @@ pub struct AgentArgs {
     /// Print each turn as a JSON object instead of text.
     #[arg(long)]
     pub jsonl: bool,
-    /// Voice commands file (TOML) [config: agent.commands; default commands.toml beside it].
-    #[arg(long, value_name = "FILE")]
-    pub commands: Option<PathBuf>,
-    /// Where actions are logged (JSON lines) [agent.action_log; the data dir's sotto/actions.jsonl].
-    #[arg(long, value_name = "FILE")]
-    pub action_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub engines: EngineArgs,
     /// Speech while sotto speaks interrupts it; turns the echo guard off while speaking, so
     /// use headphones [agent.barge_in].
     #[arg(long)]
@@ -248,6 +244,17 @@ pub struct AgentArgs {
     /// Silence that ends an utterance, in milliseconds [dictate.hangover_ms; 600].
     #[arg(long, value_name = "MS")]
     pub hangover_ms: Option<u32>,
+}
+
+/// What `agent` and `serve` answer with: voice commands, the reply's length, the threads.
+#[derive(Args, Debug, Default)]
+pub struct EngineArgs {
+    /// Voice commands file (TOML) [config: agent.commands; default commands.toml beside it].
+    #[arg(long, value_name = "FILE")]
+    pub commands: Option<PathBuf>,
+    /// Where actions are logged (JSON lines) [agent.action_log; the data dir's sotto/actions.jsonl].
+    #[arg(long, value_name = "FILE")]
+    pub action_log: Option<PathBuf>,
     /// Longest reply, in tokens.
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<usize>,
@@ -285,21 +292,11 @@ pub struct ServeArgs {
     /// Largest event payload accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub max_payload: usize,
-    /// Voice commands file (TOML) [config: agent.commands].
-    #[arg(long, value_name = "FILE")]
-    pub commands: Option<PathBuf>,
-    /// Where actions are logged (JSON lines) [agent.action_log].
-    #[arg(long, value_name = "FILE")]
-    pub action_log: Option<PathBuf>,
-    /// Longest reply, in tokens.
-    #[arg(long, value_name = "N")]
-    pub max_tokens: Option<usize>,
     /// Whisper's beam search width (1 = greedy) [stt.beam_size; 1].
     #[arg(long, value_name = "N")]
     pub beam_size: Option<usize>,
-    /// CPU threads for Whisper and the language model (default: all cores).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub engines: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -1684,16 +1681,16 @@ fn agent(
     let settings = Settings::resolve(
         file,
         &Flags {
-            threads: args.threads,
+            threads: args.engines.threads,
             device: args.device.clone(),
             hangover_ms: args.hangover_ms,
             barge_in: args.barge_in,
             echo_tail_ms: args.echo_tail_ms,
             wake: args.wake.clone(),
             turns: args.turns,
-            max_tokens: args.max_tokens,
-            commands: args.commands.clone(),
-            action_log: args.action_log.clone(),
+            max_tokens: args.engines.max_tokens,
+            commands: args.engines.commands.clone(),
+            action_log: args.engines.action_log.clone(),
             ..flags
         },
     )?;
@@ -1907,11 +1904,11 @@ fn serve(
     let settings = Settings::resolve(
         file,
         &Flags {
-            threads: args.threads,
-            max_tokens: args.max_tokens,
+            threads: args.engines.threads,
+            max_tokens: args.engines.max_tokens,
             beam_size: args.beam_size,
-            commands: args.commands.clone(),
-            action_log: args.action_log.clone(),
+            commands: args.engines.commands.clone(),
+            action_log: args.engines.action_log.clone(),
             ..flags
         },
     )?;

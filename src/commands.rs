@@ -814,6 +814,34 @@ impl ActionLog {
     }
 }
 
+impl ActionLog {
+    /// Appends the record of one stage of an action; a failure to write is logged, not fatal
+    /// (the action itself is not held back by its log).
+    pub fn record(
+        &self,
+        turn: u64,
+        stage: Stage,
+        invocation: &Invocation,
+        transcript: &str,
+        arguments: Vec<String>,
+        result: Option<&Outcome>,
+    ) {
+        let entry = LogEntry {
+            time: crate::audit::identity::now_rfc3339(),
+            turn,
+            stage,
+            transcript,
+            command: &invocation.command,
+            slots: &invocation.slots,
+            arguments,
+            result,
+        };
+        if let Err(e) = self.append(&entry) {
+            tracing::warn!(stage = "actions", path = %self.path.display(), error = %e, "cannot write the action log");
+        }
+    }
+}
+
 /// The action's argument list as logged.
 pub fn arguments(action: &Action) -> Vec<String> {
     match action {

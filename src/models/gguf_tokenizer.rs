@@ -138,19 +138,30 @@ pub fn tokenizer_json(path: &Path, header: &Header) -> Result<Json, ModelError> 
         "decoder": {
             "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true
         },
-        "model": {
-            "type": "BPE",
-            "dropout": null,
-            "unk_token": unk,
-            "continuing_subword_prefix": null,
-            "end_of_word_suffix": null,
-            "fuse_unk": false,
-            "byte_fallback": false,
-            "ignore_merges": false,
-            "vocab": vocab,
-            "merges": merges,
-        },
+        "model": bpe_model(vocab, json!(merges), unk, false),
     }))
+}
+
+/// The BPE model of a tokenizer.json; `sentencepiece` fuses unknown pieces and falls back
+/// to the `<0xNN>` byte tokens.
+fn bpe_model(
+    vocab: serde_json::Map<String, Json>,
+    merges: Json,
+    unk: Json,
+    sentencepiece: bool,
+) -> Json {
+    json!({
+        "type": "BPE",
+        "dropout": null,
+        "unk_token": unk,
+        "continuing_subword_prefix": null,
+        "end_of_word_suffix": null,
+        "fuse_unk": sentencepiece,
+        "byte_fallback": sentencepiece,
+        "ignore_merges": false,
+        "vocab": vocab,
+        "merges": merges,
+    })
 }
 
 /// SentencePiece BPE as Hugging Face `tokenizers` runs it (what `transformers` writes for
@@ -219,17 +230,6 @@ fn sentencepiece_json(
         "pre_tokenizer": null,
         "post_processor": null,
         "decoder": {"type": "Sequence", "decoders": decoders},
-        "model": {
-            "type": "BPE",
-            "dropout": null,
-            "unk_token": unk,
-            "continuing_subword_prefix": null,
-            "end_of_word_suffix": null,
-            "fuse_unk": true,
-            "byte_fallback": true,
-            "ignore_merges": false,
-            "vocab": vocab,
-            "merges": merges,
-        },
+        "model": bpe_model(vocab, json!(merges), unk, true),
     })
 }

@@ -38,19 +38,8 @@ pub fn run(
                   transcript: &str,
                   arguments: Vec<String>,
                   result: Option<&Outcome>| {
-        let Some(log) = log else { return };
-        let entry = commands::LogEntry {
-            time: crate::audit::identity::now_rfc3339(),
-            turn: turn.get(),
-            stage,
-            transcript,
-            command: &inv.command,
-            slots: &inv.slots,
-            arguments,
-            result,
-        };
-        if let Err(e) = log.append(&entry) {
-            tracing::warn!(stage = "actions", path = %log.path.display(), error = %e, "cannot write the action log");
+        if let Some(log) = log {
+            log.record(turn.get(), stage, inv, transcript, arguments, result);
         }
     };
     for job in jobs.iter() {

@@ -696,19 +696,8 @@ fn log_with(
     arguments: Vec<String>,
     result: Option<&commands::Outcome>,
 ) {
-    let Some(log) = &engine.log else { return };
-    let entry = commands::LogEntry {
-        time: crate::audit::identity::now_rfc3339(),
-        turn: 0,
-        stage,
-        transcript,
-        command: &inv.command,
-        slots: &inv.slots,
-        arguments,
-        result,
-    };
-    if let Err(e) = log.append(&entry) {
-        tracing::warn!(stage = "serve", path = %log.path.display(), error = %e, "cannot write the action log");
+    if let Some(log) = &engine.log {
+        log.record(0, stage, inv, transcript, arguments, result);
     }
 }
 
