@@ -1512,14 +1512,7 @@ fn dictate(
     }
 
     // First Ctrl-C: finish the utterance in progress, print it, exit. Second: exit now.
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        stop.clone(),
-    )?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let stop = stop_on_signals()?;
     let reverify = Reverify::start(&pass, Some(stop.clone()));
 
     let mut listen = settings.listen_options(input);
@@ -1673,9 +1666,6 @@ fn agent(
     flags: Flags,
     args: AgentArgs,
 ) -> anyhow::Result<ExitCode> {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-
     use crate::agent;
 
     let settings = Settings::resolve(
@@ -1727,36 +1717,20 @@ fn agent(
         Err(code) => return Ok(code),
     };
     let t0 = Instant::now();
-    // The three engines load and warm up at once, each on its own thread (on 2 cores the
-    // voice's ONNX session and the LLM's weights overlap instead of queueing).
     let runtime = crate::tts::default_runtime_path(&models.root);
     verify_pinned(models, &runtime, &mut ctx.cache)?;
-    let (stt, llm, tts) = std::thread::scope(|s| {
-        let stt = s.spawn(|| -> anyhow::Result<(Stt, String)> {
-            let stt = Stt::load(&pass, &whisper)?;
-            let language = stt.check_language(&settings.language)?;
-            Ok((stt, language))
-        });
-        let llm = s.spawn(|| -> anyhow::Result<crate::llm::Llm> {
-            let mut llm = crate::llm::Llm::load(
-                &pass,
-                &gguf,
-                &gguf.with_file_name("tokenizer.json"),
-                Some(settings.system_prompt.clone()),
-                settings.threads,
-            )?;
-            llm.warm_up()?;
-            Ok(llm)
-        });
-        let tts = s.spawn(|| crate::tts::Tts::load(&pass, &onnx, &runtime));
-        let panicked = |what| anyhow::anyhow!("loading the {what} panicked");
-        (
-            stt.join().map_err(|_| panicked("speech recogniser")),
-            llm.join().map_err(|_| panicked("language model")),
-            tts.join().map_err(|_| panicked("voice")),
-        )
-    });
-    let ((stt, language), llm, tts) = (stt??, llm??, tts??);
+    let engines = load_engines(
+        &pass,
+        &settings,
+        Some(&whisper),
+        Some(&gguf),
+        Some(&onnx),
+        &runtime,
+    )?;
+    let (Some((stt, language)), Some(llm), Some(tts)) = (engines.stt, engines.llm, engines.tts)
+    else {
+        unreachable!("all three engines were asked for");
+    };
     let tts_rate_hz = tts.sample_rate_hz;
     tracing::info!(
         stage = "agent",
@@ -1814,14 +1788,7 @@ fn agent(
     };
 
     // First Ctrl-C: finish the turn in progress, then exit. Second: exit now.
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        stop.clone(),
-    )?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let stop = stop_on_signals()?;
     let reverify = Reverify::start(&pass, Some(stop.clone()));
     if args.input.is_none() {
         eprintln!("listening… (Ctrl-C to stop)");
@@ -1882,6 +1849,77 @@ fn agent(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The engines a command runs, each loaded (and warmed) on its own thread at once: on 2 cores
+/// the voice's ONNX session and the LLM's weights overlap instead of queueing. A role without
+/// a model path is not loaded.
+struct Engines {
+    /// The speech recogniser and the language it decodes (checked against the model).
+    stt: Option<(Stt, String)>,
+    llm: Option<crate::llm::Llm>,
+    tts: Option<crate::tts::Tts>,
+}
+
+fn load_engines(
+    pass: &AuditPass,
+    settings: &Settings,
+    whisper: Option<&Path>,
+    gguf: Option<&Path>,
+    onnx: Option<&Path>,
+    runtime: &Path,
+) -> anyhow::Result<Engines> {
+    let (stt, llm, tts) = std::thread::scope(|s| {
+        let stt = s.spawn(|| -> anyhow::Result<Option<(Stt, String)>> {
+            let Some(whisper) = whisper else {
+                return Ok(None);
+            };
+            let stt = Stt::load(pass, whisper)?;
+            let language = stt.check_language(&settings.language)?;
+            Ok(Some((stt, language)))
+        });
+        let llm = s.spawn(|| -> anyhow::Result<Option<crate::llm::Llm>> {
+            let Some(gguf) = gguf else { return Ok(None) };
+            let mut llm = crate::llm::Llm::load(
+                pass,
+                gguf,
+                &gguf.with_file_name("tokenizer.json"),
+                Some(settings.system_prompt.clone()),
+                settings.threads,
+            )?;
+            llm.warm_up()?;
+            Ok(Some(llm))
+        });
+        let tts = s.spawn(|| -> anyhow::Result<Option<crate::tts::Tts>> {
+            let Some(onnx) = onnx else { return Ok(None) };
+            Ok(Some(crate::tts::Tts::load(pass, onnx, runtime)?))
+        });
+        let panicked = |what| anyhow::anyhow!("loading the {what} panicked");
+        (
+            stt.join().map_err(|_| panicked("speech recogniser")),
+            llm.join().map_err(|_| panicked("language model")),
+            tts.join().map_err(|_| panicked("voice")),
+        )
+    });
+    Ok(Engines {
+        stt: stt??,
+        llm: llm??,
+        tts: tts??,
+    })
+}
+
+/// The flag that ends a session: the first Ctrl-C (or SIGTERM) sets it and the session
+/// finishes what it is doing; a second Ctrl-C exits at once (status 130).
+fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        stop.clone(),
+    )?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    Ok(stop)
+}
+
 /// `sotto serve`: the engines asked for, audited, loaded and warmed at once, then the
 /// Wyoming server until Ctrl-C or SIGTERM.
 fn serve(
@@ -1890,9 +1928,6 @@ fn serve(
     flags: Flags,
     args: ServeArgs,
 ) -> anyhow::Result<ExitCode> {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-
     use crate::wyoming;
 
     let uri: wyoming::Uri = args
@@ -1948,63 +1983,39 @@ fn serve(
     if want_tts {
         verify_pinned(models, &runtime, &mut ctx.cache)?;
     }
-    let (asr, handle, tts) = std::thread::scope(|s| {
-        let asr = s.spawn(|| -> anyhow::Result<Option<wyoming::AsrEngine>> {
-            let Some(whisper) = &whisper else {
-                return Ok(None);
-            };
-            let stt = Stt::load(&pass, whisper)?;
-            let language = stt.check_language(&settings.language)?;
-            Ok(Some(wyoming::AsrEngine {
-                stt,
-                opts: SttOptions {
-                    threads: settings.threads,
-                    beam_size: settings.beam_size,
-                    language,
-                    ..SttOptions::default()
-                },
-            }))
-        });
-        let handle = s.spawn(|| -> anyhow::Result<Option<wyoming::HandleEngine>> {
-            let Some(gguf) = &gguf else { return Ok(None) };
-            let mut llm = crate::llm::Llm::load(
-                &pass,
-                gguf,
-                &gguf.with_file_name("tokenizer.json"),
-                Some(settings.system_prompt.clone()),
-                settings.threads,
-            )?;
-            llm.warm_up()?;
-            Ok(Some(wyoming::HandleEngine {
-                llm,
-                params: crate::llm::GenParams {
-                    max_tokens: settings.max_tokens.unwrap_or(96),
-                    ..crate::llm::GenParams::default()
-                },
-                commands,
-                log: Some(crate::commands::ActionLog {
-                    path: settings.agent.action_log.clone(),
-                }),
-            }))
-        });
-        let tts = s.spawn(|| -> anyhow::Result<Option<wyoming::TtsEngine>> {
-            let Some(onnx) = &onnx else { return Ok(None) };
-            Ok(Some(wyoming::TtsEngine {
-                tts: crate::tts::Tts::load(&pass, onnx, &runtime)?,
-                speed: settings.speed,
-            }))
-        });
-        let panicked = |what| anyhow::anyhow!("loading the {what} panicked");
-        (
-            asr.join().map_err(|_| panicked("speech recogniser")),
-            handle.join().map_err(|_| panicked("language model")),
-            tts.join().map_err(|_| panicked("voice")),
-        )
-    });
+    let loaded = load_engines(
+        &pass,
+        &settings,
+        whisper.as_deref(),
+        gguf.as_deref(),
+        onnx.as_deref(),
+        &runtime,
+    )?;
     let engines = wyoming::Engines {
-        asr: asr??,
-        handle: handle??,
-        tts: tts??,
+        asr: loaded.stt.map(|(stt, language)| wyoming::AsrEngine {
+            stt,
+            opts: SttOptions {
+                threads: settings.threads,
+                beam_size: settings.beam_size,
+                language,
+                ..SttOptions::default()
+            },
+        }),
+        handle: loaded.llm.map(|llm| wyoming::HandleEngine {
+            llm,
+            params: crate::llm::GenParams {
+                max_tokens: settings.max_tokens.unwrap_or(96),
+                ..crate::llm::GenParams::default()
+            },
+            commands,
+            log: Some(crate::commands::ActionLog {
+                path: settings.agent.action_log.clone(),
+            }),
+        }),
+        tts: loaded.tts.map(|tts| wyoming::TtsEngine {
+            tts,
+            speed: settings.speed,
+        }),
     };
     let info = wyoming::info::describe(
         &pass,
@@ -2013,14 +2024,7 @@ fn serve(
         gguf.as_deref(),
         onnx.as_deref(),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        stop.clone(),
-    )?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let stop = stop_on_signals()?;
     let _announcement = match (&args.zeroconf, listener.port()) {
         (Some(name), Some(port)) => Some(wyoming::zeroconf::announce(name, port)?),
         (Some(_), None) => bail!("--zeroconf announces a TCP port; a unix:// socket has none"),

@@ -24,11 +24,6 @@ struct Utterance {
     samples: Vec<f32>,
 }
 
-/// A streamed synthesis (`synthesize-start` … `synthesize-stop`).
-struct TextStream {
-    chunker: Chunker,
-}
-
 struct Session<'a> {
     shared: &'a Shared,
     out: Stream,
@@ -38,7 +33,8 @@ struct Session<'a> {
     utterance: Option<Utterance>,
     /// Set after an over-long utterance was refused: its remaining chunks are dropped.
     discarding: bool,
-    text_stream: Option<TextStream>,
+    /// The sentences of a streamed synthesis (`synthesize-start` … `synthesize-stop`).
+    text_stream: Option<Chunker>,
     conversation: Option<String>,
 }
 
@@ -157,32 +153,30 @@ impl Session<'_> {
                 self.synthesize(&text)
             }
             "synthesize-start" => {
-                self.text_stream = Some(TextStream {
-                    chunker: Chunker::sentences(),
-                });
+                self.text_stream = Some(Chunker::sentences());
                 Ok(())
             }
             "synthesize-chunk" => {
                 let text = e.str("text").unwrap_or("").to_string();
-                let Some(stream) = self.text_stream.as_mut() else {
+                let Some(chunker) = self.text_stream.as_mut() else {
                     return self.send(&error_event(
                         "bad-request",
                         "synthesize-chunk without synthesize-start",
                     ));
                 };
-                for sentence in stream.chunker.push(&text) {
+                for sentence in chunker.push(&text) {
                     self.synthesize(&sentence)?;
                 }
                 Ok(())
             }
             "synthesize-stop" => {
-                let Some(mut stream) = self.text_stream.take() else {
+                let Some(mut chunker) = self.text_stream.take() else {
                     return self.send(&error_event(
                         "bad-request",
                         "synthesize-stop without synthesize-start",
                     ));
                 };
-                if let Some(rest) = stream.chunker.finish() {
+                if let Some(rest) = chunker.finish() {
                     self.synthesize(&rest)?;
                 }
                 self.send(&Event::new("synthesize-stopped", Value::Null))

@@ -306,13 +306,7 @@ fn push_to_talk_records_between_toggles_and_cancel_discards() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    let at = |secs: f64| {
-        let due = Duration::from_secs_f64(secs.max(0.0));
-        if let Some(wait) = due.checked_sub(t0.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    };
+    let at = pacer();
     let ctl = |cmd: &str| {
         let out = run(sotto().env("XDG_RUNTIME_DIR", &runtime).args(["ctl", cmd]));
         assert!(out.status.success(), "ctl {cmd}: {}", stderr(&out));
@@ -430,12 +424,7 @@ fn a_global_hotkey_held_records_exactly_what_is_said_while_it_is_down() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    let at = |secs: f64| {
-        if let Some(wait) = Duration::from_secs_f64(secs).checked_sub(t0.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    };
+    let at = pacer();
     // F9 alone around sentence 1 is not the combination: nothing is recorded.
     at(spans[0].0 - 0.7);
     x.xdotool(&["keydown", "F9"]);
@@ -570,12 +559,7 @@ fn an_evdev_hotkey_held_on_a_virtual_keyboard_records_one_sentence() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    let at = |secs: f64| {
-        if let Some(wait) = Duration::from_secs_f64(secs).checked_sub(t0.elapsed()) {
-            std::thread::sleep(wait);
-        }
-    };
+    let at = pacer();
     at(spans[1].0 - 0.7);
     kb.key(67, true);
     at(spans[1].1 + 0.5);

@@ -222,6 +222,18 @@ fn wer_counts_edits() {
 /// puts at either end, so the pauses a test writes are the pauses there are. Whisper hears
 /// Piper's voice as it hears a person: espeak's clipped "for" at a pause comes back as
 /// "for it.", Piper's as "for."
+/// A clock started now: `at(s)` sleeps until `s` seconds after it started (at once if that
+/// has passed), to act in step with a file fed at real-time pace.
+pub fn pacer() -> impl Fn(f64) {
+    let t0 = std::time::Instant::now();
+    move |secs: f64| {
+        let due = std::time::Duration::from_secs_f64(secs.max(0.0));
+        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
 pub fn voice(text: &str, out: &Path) {
     // Piper samples noise (VITS), so each rendition differs, and now and then Whisper tiny.en
     // mishears one ("Turn on the lamp." as "Turn on the left."). The tests that speak are
