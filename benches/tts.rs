@@ -4,7 +4,9 @@
 //! warms) the voice once and answers one JSON request per stdin line (`{"text": "..."}`) with
 //! one measured synthesis, clause by clause as `sotto say` does it: time to the first clause's
 //! audio, total time and seconds of audio. scripts/compare_tts.py uses it to interleave sotto
-//! and piper-tts run by run.
+//! and piper-tts run by run. The voice's threads spin while they wait (as `sotto say`'s do on an
+//! idle machine, see [`tts::Waiting`]); `SOTTO_BENCH_TTS_WAITING=sleep` makes them sleep (as
+//! the agent's and `serve`'s do, and `sotto say`'s on a busy machine).
 
 use std::io::BufRead;
 use std::time::Instant;
@@ -23,7 +25,17 @@ fn load() -> Tts {
         .expect("run scripts/setup first")
         .expect("the joe voice is open source");
     let onnx = models.path("piper-en_US-joe-medium/en_US-joe-medium.onnx");
-    Tts::load(&pass, &onnx, &tts::default_runtime_path(&models.root)).expect("voice loads")
+    let waiting = match std::env::var("SOTTO_BENCH_TTS_WAITING").as_deref() {
+        Ok("sleep") => tts::Waiting::Sleep,
+        _ => tts::Waiting::Spin,
+    };
+    Tts::load(
+        &pass,
+        &onnx,
+        &tts::default_runtime_path(&models.root),
+        waiting,
+    )
+    .expect("voice loads")
 }
 
 #[derive(serde::Deserialize)]

@@ -3,7 +3,11 @@
 en_US-joe-medium voice, in one run, for one sentence and a paragraph.
 
 Warm against warm: sotto's voice loaded once (`cargo bench --bench tts -- --serve`), piper-tts's
-PiperVoice loaded once; runs alternate. Time to first audio is from the start of synthesis to
+PiperVoice loaded once; runs alternate. sotto is measured twice: its threads spinning while a
+sentence is synthesized (as piper-tts's ONNX Runtime does, and `sotto say` on an idle machine)
+and sleeping (as the agent and `serve` do, where the LLM shares the cores, and `sotto say` on a
+busy machine). Quiet, then with one
+core kept busy by another process (--no-busy skips that). Time to first audio is from the start of synthesis to
 the first chunk of samples (sotto: its first clause, as `sotto say` speaks it; piper-tts: its
 first sentence, as PiperVoice.synthesize yields it); the real-time factor is synthesis time
 over the audio's duration.
@@ -13,7 +17,7 @@ reports first audio after process start) against a Python process that imports p
 the voice and synthesizes. Both sides use ONNX Runtime on the CPU with its default threading;
 the releases in use are printed.
 
-Usage: python3 scripts/compare_tts.py [--runs R]      Needs: `pip install piper-tts`.
+Usage: python3 scripts/compare_tts.py [--runs R] [--no-busy]      Needs: `pip install piper-tts`.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import ROOT, BenchServer, interleave, load, median
+from benchlib import ROOT, BenchServer, busy_core, interleave, load, median
 
 SOTTO = ROOT / "target" / "release" / "sotto"
 VOICE = ROOT / "models" / "piper-en_US-joe-medium" / "en_US-joe-medium.onnx"
@@ -52,15 +56,18 @@ print(json.dumps({"first_audio_s": first, "total_s": time.perf_counter() - t0}))
 """
 
 
-def warm(server: BenchServer, voice, runs: int) -> None:
+def warm(servers: dict[str, BenchServer], voice, runs: int, label: str) -> None:
     rate = voice.config.sample_rate
-    print(f"\nwarm against warm (median of {runs} interleaved runs): {load()}")
-    print(f"{'text':<10} {'sotto TTFA ms':>14} {'piper-tts TTFA ms':>18} {'ratio':>6} "
+    print(f"\nwarm against warm, {label} (median of {runs} interleaved runs): {load()}")
+    print(f"{'text':<10} {'sotto':<6} {'sotto TTFA ms':>14} {'piper-tts TTFA ms':>18} {'ratio':>6} "
           f"{'sotto RTF':>10} {'piper-tts RTF':>14} {'ratio':>6}")
     for name, text in TEXTS.items():
         def sotto():
-            r = server.run({"text": text})
-            return r["first_audio_s"], r["total_s"] / r["audio_s"]
+            answers = {}
+            for mode, server in servers.items():
+                r = server.run({"text": text})
+                answers[mode] = (r["first_audio_s"], r["total_s"] / r["audio_s"])
+            return answers
 
         def reference():
             import time
@@ -72,11 +79,14 @@ def warm(server: BenchServer, voice, runs: int) -> None:
             return first, (time.perf_counter() - t0) / (samples / rate)
 
         s, p = interleave(sotto, reference, runs)
-        s_ttfa, p_ttfa = median(x[0] for x in s) * 1000, median(x[0] for x in p) * 1000
-        s_rtf, p_rtf = median(x[1] for x in s), median(x[1] for x in p)
-        print(f"{name:<10} {s_ttfa:>14.0f} {p_ttfa:>18.0f} {p_ttfa / s_ttfa:>6.2f} "
-              f"{s_rtf:>10.3f} {p_rtf:>14.3f} {p_rtf / s_rtf:>6.2f}")
-    print(f"{load()} (after); ratios are piper-tts / sotto (> 1: sotto faster)")
+        p_ttfa, p_rtf = median(x[0] for x in p) * 1000, median(x[1] for x in p)
+        for mode in servers:
+            s_ttfa = median(x[mode][0] for x in s) * 1000
+            s_rtf = median(x[mode][1] for x in s)
+            print(f"{name:<10} {mode:<6} {s_ttfa:>14.0f} {p_ttfa:>18.0f} {p_ttfa / s_ttfa:>6.2f} "
+                  f"{s_rtf:>10.3f} {p_rtf:>14.3f} {p_rtf / s_rtf:>6.2f}")
+    print(f"{load()} (after); ratios are piper-tts / sotto (> 1: sotto faster); `sotto say` "
+          f"spins on an idle machine and sleeps on a busy one; the agent and serve sleep")
 
 
 def cold(runs: int) -> None:
@@ -116,6 +126,7 @@ def cold(runs: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--no-busy", action="store_true", help="skip the run with one core busy")
     args = ap.parse_args()
     import onnxruntime
     from piper import PiperVoice  # noqa: late import so --help works without it
@@ -124,11 +135,16 @@ def main() -> None:
     print(f"ONNX Runtime: piper-tts uses onnxruntime {onnxruntime.__version__} (PyPI); "
           f"sotto loads {sotto_ort[-1] if sotto_ort else '?'} from models/onnxruntime")
     voice = PiperVoice.load(str(VOICE), config_path=str(VOICE) + ".json")
-    server = BenchServer("tts", 0)
+    servers = {"spin": BenchServer("tts", 0),
+               "sleep": BenchServer("tts", 0, {"SOTTO_BENCH_TTS_WAITING": "sleep"})}
     try:
-        warm(server, voice, args.runs)
+        warm(servers, voice, args.runs, "quiet")
+        if not args.no_busy:
+            with busy_core():
+                warm(servers, voice, args.runs, "one core busy")
     finally:
-        server.close()
+        for server in servers.values():
+            server.close()
     cold(args.runs)
 
 

@@ -1386,7 +1386,12 @@ fn say(
         Ok(pass) => pass,
         Err(code) => return Ok(code),
     };
-    let mut tts = crate::tts::Tts::load(&pass, &onnx, &runtime)?;
+    let mut tts = crate::tts::Tts::load(
+        &pass,
+        &onnx,
+        &runtime,
+        crate::tts::Waiting::for_a_voice_alone(),
+    )?;
     let reverify = Reverify::start(&pass, None);
     // Sentence by sentence, so playback can start after the first one.
     let mut chunker = crate::chunker::Chunker::new();
@@ -1890,7 +1895,12 @@ fn load_engines(
         });
         let tts = s.spawn(|| -> anyhow::Result<Option<crate::tts::Tts>> {
             let Some(onnx) = onnx else { return Ok(None) };
-            Ok(Some(crate::tts::Tts::load(pass, onnx, runtime)?))
+            Ok(Some(crate::tts::Tts::load(
+                pass,
+                onnx,
+                runtime,
+                crate::tts::Waiting::Sleep,
+            )?))
         });
         let panicked = |what| anyhow::anyhow!("loading the {what} panicked");
         (

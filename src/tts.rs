@@ -162,6 +162,37 @@ pub struct Tts {
     pub model_path: PathBuf,
 }
 
+/// How ONNX Runtime's threads wait for each other between the steps of the voice's network.
+///
+/// Measured here (joe voice, 2 cores, `scripts/compare_tts.py --runs 9`, warm real-time factor
+/// against piper-tts, whose ONNX Runtime spins; sentence / paragraph, three runs): quiet,
+/// spinning 1.02-1.10 / 0.97-1.03 and sleeping 0.95-1.00 / 0.93; with another process keeping
+/// one core busy, spinning 0.70-1.20 / 0.81-0.98 and sleeping 1.16-1.54 / 1.16-1.37. Spinning
+/// gains a few percent on an idle machine and loses up to half on a busy one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// Spin while a sentence is synthesized, as ONNX Runtime does by default, and stop as soon
+    /// as it is done (`session.force_spinning_stop`).
+    Spin,
+    /// Sleep at once: for a voice that shares the cores with sotto's other engines (the agent
+    /// and `serve` write the next clause with the LLM while this one is synthesized) or with
+    /// other programs.
+    Sleep,
+}
+
+impl Waiting {
+    /// For a voice that has the process to itself for a few seconds (`sotto say`): spin when
+    /// no other program is running at this moment, else sleep.
+    pub fn for_a_voice_alone() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cores > 1 && crate::cpu::threads_free_now(cores) == cores {
+            Waiting::Spin
+        } else {
+            Waiting::Sleep
+        }
+    }
+}
+
 /// One synthesized stretch of speech.
 #[derive(Clone, Debug)]
 pub struct Speech {
@@ -174,7 +205,12 @@ impl Tts {
     /// Loads a Piper voice (`voice.onnx` + `voice.onnx.json`) and warms it up (the first run of
     /// an ONNX Runtime session plans its memory and is several times slower than the next),
     /// so the first sentence costs what the tenth does. Logs load and warm-up time.
-    pub fn load(audited: &AuditPass, onnx: &Path, runtime: &Path) -> Result<Self, TtsError> {
+    pub fn load(
+        audited: &AuditPass,
+        onnx: &Path,
+        runtime: &Path,
+        waiting: Waiting,
+    ) -> Result<Self, TtsError> {
         if !audited.covers(onnx) {
             return Err(TtsError::NotAudited(onnx.to_path_buf()));
         }
@@ -209,16 +245,17 @@ impl Tts {
             source,
         };
         // ONNX Runtime's defaults (all cores, every graph optimisation), as piper-tts uses them,
-        // except that its intra-op threads do not spin while they wait: with another process
-        // keeping one of two cores busy, a sentence took 195 ms spinning and 130 ms not; quiet,
-        // spinning was ~8 % faster (the joe voice, measured here). ONNX Runtime's memory arena stays
-        // on: ort's `CPU::default()` provider turns it off, which measured 25-35 % slower.
-        let session = ort::session::Session::builder()
-            .map_err(bad_model)?
-            .with_intra_op_spinning(false)
-            .map_err(|e| bad_model(e.into()))?
-            .commit_from_file(onnx)
-            .map_err(bad_model)?;
+        // with its threads' waiting as `waiting` says. ONNX Runtime's memory arena stays on:
+        // ort's `CPU::default()` provider turns it off, which measured 25-35 % slower.
+        let builder = ort::session::Session::builder().map_err(bad_model)?;
+        let mut builder = match waiting {
+            Waiting::Spin => builder
+                .with_intra_op_spinning(true)
+                .and_then(|b| b.with_config_entry("session.force_spinning_stop", "1")),
+            Waiting::Sleep => builder.with_intra_op_spinning(false),
+        }
+        .map_err(|e| bad_model(e.into()))?;
+        let session = builder.commit_from_file(onnx).map_err(bad_model)?;
         let run_options = ort::session::RunOptions::new().map_err(bad_model)?;
         let mut shrink = ort::session::RunOptions::new().map_err(bad_model)?;
         shrink
@@ -392,6 +429,24 @@ pub fn phonemize(text: &str, voice: &str) -> Result<String, TtsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_voice_alone_sleeps_while_another_program_keeps_a_core_busy() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        if !cfg!(target_os = "linux") || cores < 2 {
+            return;
+        }
+        let mut busy = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // Every read sees the busy shell; other programs may add to it, never take from it.
+        let waits: Vec<Waiting> = (0..10).map(|_| Waiting::for_a_voice_alone()).collect();
+        busy.kill().unwrap();
+        busy.wait().unwrap();
+        assert!(waits.iter().all(|w| *w == Waiting::Sleep), "{waits:?}");
+    }
 
     #[test]
     fn clauses_keep_their_punctuation() {
