@@ -248,13 +248,15 @@ impl Tts {
         // with its threads' waiting as `waiting` says. ONNX Runtime's memory arena stays on:
         // ort's `CPU::default()` provider turns it off, which measured 25-35 % slower.
         let builder = ort::session::Session::builder().map_err(bad_model)?;
-        let mut builder = match waiting {
-            Waiting::Spin => builder
-                .with_intra_op_spinning(true)
-                .and_then(|b| b.with_config_entry("session.force_spinning_stop", "1")),
-            Waiting::Sleep => builder.with_intra_op_spinning(false),
+        let spin = waiting == Waiting::Spin;
+        let mut builder = builder
+            .with_intra_op_spinning(spin)
+            .map_err(|e| bad_model(e.into()))?;
+        if spin {
+            builder = builder
+                .with_config_entry("session.force_spinning_stop", "1")
+                .map_err(|e| bad_model(e.into()))?;
         }
-        .map_err(|e| bad_model(e.into()))?;
         let session = builder.commit_from_file(onnx).map_err(bad_model)?;
         let run_options = ort::session::RunOptions::new().map_err(bad_model)?;
         let mut shrink = ort::session::RunOptions::new().map_err(bad_model)?;
