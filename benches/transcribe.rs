@@ -63,7 +63,7 @@ fn serve() {
                     .map_err(|e| e.to_string())?;
                 Ok(serde_json::json!({
                     "seconds": t0.elapsed().as_secs_f64(),
-                    "threads": threads(),
+                    "threads": stt.last_threads,
                     "text": sotto::transcript::plain_text(&segments),
                 }))
             })

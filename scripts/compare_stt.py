@@ -67,16 +67,16 @@ def wer(ref: str, hyp: str) -> float:
 
 def compare(server, models, inputs, args, label):
     print(f"\n{label}: {load()}")
-    print(f"{'input':<14} {'beam':>4} {'sotto ms':>9} " +
+    print(f"{'input':<14} {'beam':>4} {'thr':>4} {'sotto ms':>9} " +
           " ".join(f"{'fw ' + ct + ' ms':>16} {'ratio':>6}" for ct in models) +
           "   WER sotto / fw")
     for name, wav, ref in inputs:
         for beam in (1, 5):
             def sotto():
                 r = server.run({"wav": str(wav), "beam": beam})
-                return r["seconds"] * 1000, r["text"]
+                return r["seconds"] * 1000, r["text"], r["threads"]
 
-            row, texts = [], {}
+            row, texts, used = [], {}, set()
             for ct, fw in models.items():
                 def reference(fw=fw):
                     t0 = time.perf_counter()
@@ -90,11 +90,14 @@ def compare(server, models, inputs, args, label):
                 row.append((s_ms, f_ms))
                 texts[ct] = f[-1][1]
                 s_text = s[-1][1]
+                used.update(r[2] for r in s)
             s_ms = median(r[0] for r in row)
             cells = " ".join(f"{f_ms:>16.0f} {f_ms / s_ms:>6.2f}" for _, f_ms in row)
             wers = " / ".join(f"{wer(ref, t):.3f}" for t in [s_text, *texts.values()])
-            print(f"{name:<14} {beam:>4} {s_ms:>9.0f} {cells}   {wers}")
-    print(f"{load()} (after); ratio = faster-whisper time / sotto time (> 1: sotto faster)")
+            thr = "-".join(str(t) for t in sorted(used))
+            print(f"{name:<14} {beam:>4} {thr:>4} {s_ms:>9.0f} {cells}   {wers}")
+    print(f"{load()} (after); ratio = faster-whisper time / sotto time (> 1: sotto faster); "
+          f"thr = the threads sotto's runs took (fewer than asked while other programs ran)")
 
 
 def main() -> None:

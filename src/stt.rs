@@ -115,6 +115,9 @@ pub struct Stt {
     ctx: WhisperContext,
     pub model_path: PathBuf,
     pub header: whisper_ggml::Header,
+    /// Threads the last transcription ran on: fewer than asked for when other programs kept
+    /// cores busy ([`crate::cpu::threads_free_now`]). Benches report it beside their times.
+    pub last_threads: usize,
 }
 
 static LOG_HOOK: Once = Once::new();
@@ -149,6 +152,7 @@ impl Stt {
             ctx,
             model_path: model_path.to_path_buf(),
             header,
+            last_threads: 0,
         })
     }
 
@@ -242,6 +246,7 @@ impl Stt {
             input.to_mut().resize(16_000, 0.0);
         }
         let threads = crate::cpu::threads_free_now(opts.threads);
+        self.last_threads = threads;
         let fitted = (input.len() <= FIT_UP_TO_SAMPLES).then(|| fitted_audio_ctx(input.len()));
         let mut segments = decode(&mut state, &input, opts, threads, fitted, progress)?;
         if fitted.is_some() && implausible(&segments, input.len()) {
