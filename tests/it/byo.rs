@@ -780,3 +780,269 @@ fn sentencepiece_gguf_vocabularies_tokenize_as_llama_cpp_does() {
         }
     }
 }
+
+/// One GGUF metadata value as the format stores it: type tag, then the value (arrays: element
+/// type, count, elements).
+fn gguf_value(out: &mut Vec<u8>, v: &sotto::models::gguf::Value) {
+    use sotto::models::gguf::Value as V;
+    fn tag(v: &V) -> u32 {
+        match v {
+            V::U8(_) => 0,
+            V::I8(_) => 1,
+            V::U16(_) => 2,
+            V::I16(_) => 3,
+            V::U32(_) => 4,
+            V::I32(_) => 5,
+            V::F32(_) => 6,
+            V::Bool(_) => 7,
+            V::String(_) => 8,
+            V::Array(_) => 9,
+            V::U64(_) => 10,
+            V::I64(_) => 11,
+            V::F64(_) => 12,
+        }
+    }
+    fn body(out: &mut Vec<u8>, v: &V) {
+        match v {
+            V::U8(x) => out.push(*x),
+            V::I8(x) => out.extend(x.to_le_bytes()),
+            V::U16(x) => out.extend(x.to_le_bytes()),
+            V::I16(x) => out.extend(x.to_le_bytes()),
+            V::U32(x) => out.extend(x.to_le_bytes()),
+            V::I32(x) => out.extend(x.to_le_bytes()),
+            V::F32(x) => out.extend(x.to_le_bytes()),
+            V::Bool(x) => out.push(*x as u8),
+            V::String(s) => {
+                out.extend((s.len() as u64).to_le_bytes());
+                out.extend(s.as_bytes());
+            }
+            V::Array(items) => {
+                let first = items.first().expect("no empty arrays in these files");
+                out.extend(tag(first).to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for item in items {
+                    body(out, item);
+                }
+            }
+            V::U64(x) => out.extend(x.to_le_bytes()),
+            V::I64(x) => out.extend(x.to_le_bytes()),
+            V::F64(x) => out.extend(x.to_le_bytes()),
+        }
+    }
+    out.extend(tag(v).to_le_bytes());
+    body(out, v);
+}
+
+/// SmolLM2-135M's layers under Llama 2's SentencePiece vocabulary (llama.cpp's
+/// ggml-vocab-llama-spm.gguf: 32,000 pieces, BOS added to every prompt): every `tokenizer.*`
+/// key from the vocabulary file, SmolLM2's chat template kept, and a token embedding (tied to
+/// the output) of 32,000 rows, each SmolLM2's row for the same string ("▁the" is GPT-2's
+/// "Ġthe", "<0x0A>" its "Ċ"; pieces SmolLM2 lacks take its row 0). A llama-architecture GGUF
+/// with a SentencePiece vocabulary and real weights that still models English, which
+/// llama.cpp runs — there is none on the registries.
+fn write_sentencepiece_llama(smollm2: &Path, vocab: &Path, out: &Path) {
+    use sotto::models::gguf::{Header, Value};
+    let body = Header::read(smollm2).unwrap();
+    let words = Header::read(vocab).unwrap();
+    let pieces = words.metadata["tokenizer.ggml.tokens"].clone();
+    let Value::Array(list) = &pieces else {
+        panic!("no token list in {}", vocab.display())
+    };
+    let n_vocab = list.len() as u64;
+    let mut metadata: Vec<(String, Value)> = body
+        .metadata
+        .iter()
+        .filter(|(k, _)| {
+            (!k.starts_with("tokenizer.") || *k == "tokenizer.chat_template")
+                && *k != "llama.vocab_size"
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.extend(
+        words
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer.ggml."))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    metadata.push(("llama.vocab_size".into(), Value::U32(n_vocab as u32)));
+
+    let bytes = std::fs::read(smollm2).unwrap();
+    let alignment = 32;
+    let (mut infos, mut data) = (Vec::new(), Vec::new());
+    for t in &body.tensors {
+        let n: u64 = t.dims.iter().product();
+        let size = match t.ggml_type {
+            0 => n * 4,
+            1 => n * 2,
+            3 => n / 32 * 20,
+            8 => n / 32 * 34,
+            other => panic!("tensor type {other} in the quick-start GGUF"),
+        } as usize;
+        let start = (body.data_start + t.offset) as usize;
+        let mut dims = t.dims.clone();
+        let mut raw = bytes[start..start + size].to_vec();
+        if t.name == "token_embd.weight" {
+            // Rows are the vocabulary: one row per piece, SmolLM2's for the same string.
+            let row = size / dims[1] as usize;
+            let smol_ids = gpt2_ids(&body);
+            raw = list
+                .iter()
+                .flat_map(|piece| {
+                    let id = smol_ids
+                        .get(&gpt2_form(piece.as_str().unwrap()))
+                        .copied()
+                        .unwrap_or(0);
+                    raw[id * row..(id + 1) * row].to_vec()
+                })
+                .collect();
+            dims[1] = n_vocab;
+        }
+        while !data.len().is_multiple_of(alignment) {
+            data.push(0);
+        }
+        infos.extend((t.name.len() as u64).to_le_bytes());
+        infos.extend(t.name.as_bytes());
+        infos.extend((dims.len() as u32).to_le_bytes());
+        for d in &dims {
+            infos.extend(d.to_le_bytes());
+        }
+        infos.extend(t.ggml_type.to_le_bytes());
+        infos.extend((data.len() as u64).to_le_bytes());
+        data.extend(raw);
+    }
+    let mut o = b"GGUF".to_vec();
+    o.extend(3u32.to_le_bytes());
+    o.extend((body.tensors.len() as u64).to_le_bytes());
+    o.extend((metadata.len() as u64).to_le_bytes());
+    for (k, v) in &metadata {
+        o.extend((k.len() as u64).to_le_bytes());
+        o.extend(k.as_bytes());
+        gguf_value(&mut o, v);
+    }
+    o.extend(infos);
+    while !o.len().is_multiple_of(alignment) {
+        o.push(0);
+    }
+    o.extend(data);
+    std::fs::write(out, o).unwrap();
+}
+
+/// A GGUF's byte-level BPE vocabulary: token string → id.
+fn gpt2_ids(h: &sotto::models::gguf::Header) -> std::collections::HashMap<String, usize> {
+    let sotto::models::gguf::Value::Array(tokens) = &h.metadata["tokenizer.ggml.tokens"] else {
+        panic!("no tokens")
+    };
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str().unwrap().to_string(), i))
+        .collect()
+}
+
+/// A SentencePiece piece as GPT-2's byte-level BPE writes the same bytes: "▁" is a space,
+/// "<0xNN>" one byte, and every byte its printable stand-in (GPT-2's bytes_to_unicode).
+fn gpt2_form(piece: &str) -> String {
+    let bytes: Vec<u8> = match piece
+        .strip_prefix("<0x")
+        .and_then(|h| h.strip_suffix('>'))
+        .and_then(|h| u8::from_str_radix(h, 16).ok())
+    {
+        Some(b) => vec![b],
+        None => piece.replace('\u{2581}', " ").into_bytes(),
+    };
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xa1..=0xac | 0xae..=0xff);
+    bytes
+        .iter()
+        .map(|&b| {
+            if printable(b) {
+                char::from(b)
+            } else {
+                let n = (0..b).filter(|&c| !printable(c)).count() as u32;
+                char::from_u32(256 + n).unwrap()
+            }
+        })
+        .collect()
+}
+
+/// llama.cpp (llama-cpp-python 0.3.36) on the file `write_sentencepiece_llama` makes: greedy,
+/// no repeat penalty, 24 tokens after sotto's default system prompt in SmolLM2's ChatML, BOS
+/// first (as the GGUF asks). Without the BOS the first reply is "The answer is: France." —
+/// so "Paris" here also says the BOS went in.
+const LLAMA_CPP_SPM_GREEDY: &[(&str, &str)] = &[
+    (
+        "What is the capital of France?",
+        "The capital of France is Paris.\n<|im_end|>\n<|im_start|>user",
+    ),
+    (
+        "Explain why the sky is blue.",
+        "The sky is blue because of the way the Earth appears to the human eye. The Earth is \
+         composed of a blue color",
+    ),
+];
+
+/// llama.cpp's perplexity on tests/fixtures/text/perplexity.txt with the same file, tokens
+/// and 512-token windows (scripts/compare_llm.py's procedure): 50.634 over 771 tokens.
+const LLAMA_CPP_SPM_PPL: f64 = 50.634;
+const LLAMA_CPP_SPM_TOKENS: u64 = 771;
+
+/// A llama GGUF with a SentencePiece vocabulary and real weights, end to end, against
+/// llama.cpp on the same file: added (unknown: no release has these bytes), accepted, then
+/// (1) a fixed text scored — the same 771 tokens (the vocabulary rebuilt from the GGUF splits
+/// 3,300 characters of prose as llama.cpp does) and the same perplexity within 1.5 % (the
+/// forward pass with a 32,000-piece vocabulary; measured 50.96 against 50.63); (2) two chat
+/// replies word for word as llama.cpp writes them (BOS, template, generation and the
+/// SentencePiece detokenizer streaming the reply).
+#[test]
+fn a_sentencepiece_llama_gguf_runs_as_llama_cpp_runs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("smol-spm.gguf");
+    write_sentencepiece_llama(
+        &model(sotto::models::SMOLLM2_GGUF),
+        &model("tokenizer-tests/ggml-vocab-llama-spm.gguf"),
+        &gguf,
+    );
+    let out = run(sotto_data(dir.path())
+        .args(["models", "add", "--role", "llm", "--name", "smol-spm"])
+        .arg(&gguf));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let accept =
+        run(sotto_data(dir.path()).args(["audit", "accept", "smol-spm", "--reason", "test"]));
+    assert!(accept.status.success(), "{}", stderr(&accept));
+
+    let text = repo().join("tests/fixtures/text/perplexity.txt");
+    let out = run(sotto_data(dir.path())
+        .args(["--llm-model", "smol-spm", "chat", "--perplexity"])
+        .arg(&text));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(p["tokens"], LLAMA_CPP_SPM_TOKENS, "{p}");
+    let value = p["value"].as_f64().unwrap();
+    assert!(
+        (value / LLAMA_CPP_SPM_PPL - 1.0).abs() < 0.015,
+        "perplexity {value}, llama.cpp {LLAMA_CPP_SPM_PPL}"
+    );
+
+    for (prompt, want) in LLAMA_CPP_SPM_GREEDY {
+        let out = run(sotto_data(dir.path()).args([
+            "--llm-model",
+            "smol-spm",
+            "chat",
+            "--temperature",
+            "0",
+            "--repeat-penalty",
+            "1.0",
+            "--max-tokens",
+            "24",
+            prompt,
+        ]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim_end(), *want, "prompt {prompt:?}");
+    }
+}
