@@ -49,24 +49,27 @@ pub fn threads_free_now(requested: usize) -> usize {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    match others_running() {
-        Some(others) => {
-            let others = others.saturating_sub(BACKGROUND.load(Ordering::Relaxed));
-            let free = cores.saturating_sub(others).max(1);
-            let threads = requested.clamp(1, free);
-            if threads < requested {
-                tracing::debug!(
-                    stage = "cpu",
-                    requested,
-                    threads,
-                    others,
-                    "cores busy elsewhere"
-                );
-            }
-            threads
-        }
-        None => requested.max(1),
+    let Some(others) = others_running() else {
+        return requested.max(1);
+    };
+    let threads = threads_beside(requested, cores, others, BACKGROUND.load(Ordering::Relaxed));
+    if threads < requested {
+        tracing::debug!(
+            stage = "cpu",
+            requested,
+            threads,
+            others,
+            "cores busy elsewhere"
+        );
     }
+    threads
+}
+
+/// `requested` threads on `cores` beside `others` runnable tasks, `background` of which are
+/// sotto's own background work (not counted): at least one.
+fn threads_beside(requested: usize, cores: usize, others: usize, background: usize) -> usize {
+    let busy = others.saturating_sub(background);
+    requested.clamp(1, cores.saturating_sub(busy).max(1))
 }
 
 /// Runnable tasks other than the caller, from `/proc/loadavg`'s "running/total" field.
@@ -129,35 +132,39 @@ mod tests {
 
     #[test]
     fn sottos_own_background_work_takes_no_thread() {
-        let cores = std::thread::available_parallelism().unwrap().get();
-        if !cfg!(target_os = "linux") || cores < 2 {
-            return;
-        }
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let spinner = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let _quiet = background();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-            })
-        };
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        // Other programs on a shared machine come and go: the best of 50 reads is the count
-        // without them.
-        let got = (0..50)
-            .map(|_| {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-                threads_free_now(cores)
-            })
-            .max()
-            .unwrap();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        spinner.join().unwrap();
         assert_eq!(
-            got, cores,
-            "the background spinner was counted as a busy core"
+            threads_beside(2, 2, 1, 0),
+            1,
+            "another program on one of two cores"
         );
+        assert_eq!(
+            threads_beside(2, 2, 1, 1),
+            2,
+            "the one runnable task is sotto's re-hash"
+        );
+        assert_eq!(
+            threads_beside(2, 2, 2, 1),
+            1,
+            "the re-hash and another program"
+        );
+        assert_eq!(threads_beside(4, 2, 0, 0), 2);
+        assert_eq!(threads_beside(0, 2, 0, 0), 1);
+        assert_eq!(threads_beside(2, 2, 5, 0), 1, "never none");
+    }
+
+    #[test]
+    fn background_work_runs_at_the_lowest_priority_and_is_counted_while_it_runs() {
+        let (priority, counted) = std::thread::spawn(|| {
+            let _quiet = background();
+            // SAFETY: getpriority takes no pointers; PRIO_PROCESS with id 0 is this thread.
+            let priority = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            (priority, BACKGROUND.load(Ordering::Relaxed))
+        })
+        .join()
+        .unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(priority, 19);
+        }
+        assert!(counted >= 1);
     }
 }
