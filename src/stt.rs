@@ -223,8 +223,10 @@ impl Stt {
     ///
     /// Audio of up to 28 s is encoded in a context fitted to its length
     /// ([`fitted_audio_ctx`]) instead of Whisper's fixed 30 s: 2-5x faster on short clips.
-    /// (Cutting longer audio into fitted chunks was tried: on a 60 s recording it was 6 %
-    /// faster greedy and 27 % with beam 5, but lost words; whisper.cpp's own windows stay.)
+    /// Longer audio is cut at pauses into pieces of up to 28 s ([`pause_chunks`]), each decoded
+    /// on its own in a fitted context; audio with a stretch of 28 s and no pause
+    /// goes through whisper.cpp's own 30 s windows. (Cutting at fixed points was tried before
+    /// and lost words at the cuts.)
     /// Threads: `opts.threads`, fewer while other processes keep cores busy
     /// ([`crate::cpu::threads_free_now`]).
     ///
@@ -247,20 +249,126 @@ impl Stt {
         }
         let threads = crate::cpu::threads_free_now(opts.threads);
         self.last_threads = threads;
-        let fitted = (input.len() <= FIT_UP_TO_SAMPLES).then(|| fitted_audio_ctx(input.len()));
-        let mut segments = decode(&mut state, &input, opts, threads, fitted, progress)?;
-        if fitted.is_some() && implausible(&segments, input.len()) {
-            // Whisper was trained on 30 s windows: when the shortened one yields nothing from
-            // several seconds of audio, or more words than anyone says in the time (a loop),
-            // the full window decides.
-            tracing::debug!(
-                stage = "stt",
-                "implausible transcript in the fitted context: decoding the full window"
+        if input.len() <= FIT_UP_TO_SAMPLES {
+            return fitted_decode(&mut state, &input, opts, threads, progress);
+        }
+        let Some(chunks) = pause_chunks(&input) else {
+            // Speech with no pause to cut at: whisper.cpp's own 30 s windows.
+            return decode(&mut state, &input, opts, threads, None, progress);
+        };
+        tracing::debug!(
+            stage = "stt",
+            chunks = ?chunks
+                .iter()
+                .map(|c| format!("{:.2}-{:.2}", c.start as f64 / 16e3, c.end as f64 / 16e3))
+                .collect::<Vec<_>>(),
+            "long audio cut at pauses"
+        );
+        let mut progress = progress;
+        let mut segments: Vec<Segment> = Vec::new();
+        for chunk in chunks {
+            // Each piece is decoded on its own, as dictation decodes each utterance, with the
+            // user's vocabulary as its prompt. (Giving it the end of the transcript before it
+            // as well, as whisper.cpp's windows have the tokens before them, made Whisper
+            // write most of a piece as one segment: the last 8, 20 or 100 words all gave
+            // jfk twice, 22 s, as one line.)
+            let offset = Duration::from_secs_f64(chunk.start as f64 / 16_000.0);
+            let end = chunk.end;
+            segments.extend(
+                fitted_decode(&mut state, &input[chunk], opts, threads, None)?
+                    .into_iter()
+                    .map(|s| Segment {
+                        start: s.start + offset,
+                        end: s.end + offset,
+                        ..s
+                    }),
             );
-            segments = decode(&mut state, &input, opts, threads, None, None)?;
+            if let Some(p) = progress.as_mut() {
+                p((end * 100 / input.len()) as i32);
+            }
         }
         Ok(segments)
     }
+}
+
+/// Audio of up to [`FIT_UP_TO_SAMPLES`] in a context fitted to its length, falling back to the
+/// full window when that transcript is implausible.
+fn fitted_decode(
+    state: &mut whisper_rs::WhisperState,
+    audio: &[f32],
+    opts: &SttOptions,
+    threads: usize,
+    progress: Option<Box<dyn FnMut(i32)>>,
+) -> Result<Vec<Segment>, SttError> {
+    let fitted = fitted_audio_ctx(audio.len());
+    let segments = decode(state, audio, opts, threads, Some(fitted), progress)?;
+    if !implausible(&segments, audio.len()) {
+        return Ok(segments);
+    }
+    // Whisper was trained on 30 s windows: when the shortened one yields nothing from several
+    // seconds of audio, or more words than anyone says in the time (a loop), the full window
+    // decides.
+    tracing::debug!(
+        stage = "stt",
+        "implausible transcript in the fitted context: decoding the full window"
+    );
+    decode(state, audio, opts, threads, None, None)
+}
+
+/// A pause long enough to cut at: no word spans it.
+const CUT_PAUSE_FRAMES: usize = 10; // 300 ms
+
+/// Chunks shorter than this are not cut off (a sentence or two).
+const MIN_CHUNK_SAMPLES: usize = 5 * 16_000;
+
+/// Long audio cut at pauses into pieces of at most [`FIT_UP_TO_SAMPLES`], each as long as the
+/// pauses allow, so each is decoded whole in a context fitted to it: whisper.cpp's own 30 s
+/// windows overlap (each starts at the last timestamp of the one before) and the last one
+/// pays a full 30 s encode for what is often a few seconds. None when some stretch of
+/// [`FIT_UP_TO_SAMPLES`] has no pause (see [`pauses`]): a cut there could fall inside a word.
+fn pause_chunks(samples: &[f32]) -> Option<Vec<std::ops::Range<usize>>> {
+    chunks_at(&pauses(samples), samples.len())
+}
+
+/// The middle of every pause of [`CUT_PAUSE_FRAMES`] or more, as a sample index, by WebRTC's
+/// detector as dictation uses it.
+fn pauses(samples: &[f32]) -> Vec<usize> {
+    use crate::vad::{Detector, DetectorKind, FRAME_SAMPLES};
+    let mut detector = Detector::new(DetectorKind::Webrtc, 2);
+    let mut cuts = Vec::new();
+    let mut quiet = 0usize;
+    let frames = samples.len() / FRAME_SAMPLES;
+    for f in 0..=frames {
+        let speech =
+            f == frames || detector.is_speech(&samples[f * FRAME_SAMPLES..(f + 1) * FRAME_SAMPLES]);
+        if speech {
+            if quiet >= CUT_PAUSE_FRAMES {
+                cuts.push((f - quiet / 2) * FRAME_SAMPLES);
+            }
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    cuts
+}
+
+/// `len` samples cut at the latest of `cuts` that keeps each piece within
+/// [`FIT_UP_TO_SAMPLES`] and over [`MIN_CHUNK_SAMPLES`]; None when a piece has no such cut.
+fn chunks_at(cuts: &[usize], len: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while len - start > FIT_UP_TO_SAMPLES {
+        let cut = cuts
+            .iter()
+            .copied()
+            .rev()
+            .find(|&c| c >= start + MIN_CHUNK_SAMPLES && c <= start + FIT_UP_TO_SAMPLES)?;
+        chunks.push(start..cut);
+        start = cut;
+    }
+    chunks.push(start..len);
+    Some(chunks)
 }
 
 /// Nothing from 5 s or more of audio, more than five words a second (at least eight words),
@@ -336,9 +444,12 @@ fn decode(
         if text.is_empty() {
             continue;
         }
-        // whisper.cpp timestamps are in units of 10 ms.
-        let start = Duration::from_millis(seg.start_timestamp().max(0) as u64 * 10);
-        let end = Duration::from_millis(seg.end_timestamp().max(0) as u64 * 10);
+        // whisper.cpp timestamps are in units of 10 ms. A segment its window cut short (no
+        // closing timestamp) ends where the window ends, 30 s after it started even when the
+        // audio stops sooner: no segment ends after the audio.
+        let length = Duration::from_secs_f64(audio.len() as f64 / 16_000.0);
+        let start = Duration::from_millis(seg.start_timestamp().max(0) as u64 * 10).min(length);
+        let end = Duration::from_millis(seg.end_timestamp().max(0) as u64 * 10).min(length);
         segments.push(Segment {
             start,
             end: end.max(start),
@@ -385,6 +496,51 @@ mod tests {
             "Hello there."
         );
         assert_eq!(strip_non_speech("What is 2 + 2?"), "What is 2 + 2?");
+    }
+
+    #[test]
+    fn long_audio_is_cut_at_the_latest_pause_that_keeps_each_piece_fitted() {
+        let s = |secs: f64| (secs * 16_000.0) as usize;
+        // Up to 28 s: one piece, whatever the pauses.
+        let whole = chunks_at(&[], s(28.0)).unwrap();
+        assert_eq!((whole.len(), whole[0].clone()), (1, 0..s(28.0)));
+        // 60 s with pauses every 6 s: pieces end at the last pause within 28 s of their start.
+        let every6: Vec<usize> = (1..10).map(|k| s(6.0 * k as f64)).collect();
+        assert_eq!(
+            chunks_at(&every6, s(60.0)),
+            Some(vec![0..s(24.0), s(24.0)..s(48.0), s(48.0)..s(60.0)])
+        );
+        // A pause only within the first 5 s of a piece does not count (no tiny pieces)…
+        assert_eq!(chunks_at(&[s(3.0)], s(40.0)), None);
+        // …and 28 s without a pause is never cut.
+        assert_eq!(chunks_at(&[s(10.0)], s(45.0)), None);
+        assert_eq!(
+            chunks_at(&[s(10.0), s(30.0)], s(45.0)),
+            Some(vec![0..s(10.0), s(10.0)..s(30.0), s(30.0)..s(45.0)])
+        );
+    }
+
+    #[test]
+    fn the_pauses_between_sentences_are_found_and_none_inside_them() {
+        let jfk = crate::audio::read_for_whisper(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/jfk.wav"),
+        )
+        .unwrap()
+        .samples;
+        let gap = vec![0.0f32; 8_000];
+        let audio: Vec<f32> = [&jfk[..], &gap, &jfk[..]].concat();
+        let cuts = pauses(&audio);
+        let (gap_start, gap_end) = (jfk.len(), jfk.len() + gap.len());
+        assert!(
+            cuts.iter().any(|&c| c > gap_start && c < gap_end),
+            "no cut in the 0.5 s gap at {:.2} s: {cuts:?}",
+            gap_start as f64 / 16e3
+        );
+        // Three copies (34 s): cut in the second gap, the latest pause within 28 s.
+        let chunks = pause_chunks(&[&audio[..], &gap, &jfk[..]].concat()).unwrap();
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+        let second_gap = audio.len()..audio.len() + gap.len();
+        assert!(second_gap.contains(&chunks[0].end), "{chunks:?}");
     }
 
     #[test]

@@ -67,6 +67,91 @@ fn espeak_speech_at_every_common_rate_mono_and_stereo() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// Past 28 s a recording is cut at its pauses and each piece decoded in a context fitted to it
+/// (stt.rs, `pause_chunks`): jfk.wav four times with half a second of silence between (45.5 s,
+/// cut in the second gap) comes back word for word, every segment where its copy is.
+#[test]
+fn a_long_recording_cut_at_its_pauses_keeps_every_word_in_place() {
+    model(sotto::models::WHISPER_GGML);
+    require_tool("sox");
+    let dir = tempfile::tempdir().unwrap();
+    let gap = dir.path().join("gap.wav");
+    let jfk = dir.path().join("jfk16.wav");
+    let long = dir.path().join("jfk4.wav");
+    for args in [
+        vec![
+            jfk_wav().display().to_string(),
+            "-r".into(),
+            "16000".into(),
+            "-c".into(),
+            "1".into(),
+            "-b".into(),
+            "16".into(),
+            jfk.display().to_string(),
+        ],
+        vec![
+            "-n".into(),
+            "-r".into(),
+            "16000".into(),
+            "-c".into(),
+            "1".into(),
+            "-b".into(),
+            "16".into(),
+            gap.display().to_string(),
+            "trim".into(),
+            "0".into(),
+            "0.5".into(),
+        ],
+    ] {
+        assert!(
+            std::process::Command::new("sox")
+                .args(&args)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let st = std::process::Command::new("sox")
+        .args([&jfk, &gap, &jfk, &gap, &jfk, &gap, &jfk, &long])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for beam in ["1", "5"] {
+        let out = run(sotto()
+            .args(["transcribe", "--format", "json", "--beam-size", beam])
+            .arg(&long));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let text = doc["text"].as_str().unwrap();
+        let want = vec![jfk_txt(); 4].join(" ");
+        assert!(wer(&want, text) <= 0.03, "beam {beam}: {text}");
+        let starts: Vec<f64> = doc["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["start"].as_f64().unwrap())
+            .collect();
+        let ends: Vec<f64> = doc["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["end"].as_f64().unwrap())
+            .collect();
+        assert!(
+            starts.windows(2).all(|w| w[0] <= w[1]),
+            "beam {beam}: {starts:?}"
+        );
+        assert!(*ends.last().unwrap() <= 45.6, "beam {beam}: {ends:?}");
+        // The cut falls in the second gap (22.5-23 s): the second piece's segments are placed
+        // after it, not from zero, and run to the end of the recording.
+        assert!(
+            starts.iter().any(|s| (22.4..23.6).contains(s)),
+            "beam {beam}: no segment starts at the cut: {starts:?}"
+        );
+        assert!(*ends.last().unwrap() >= 44.0, "beam {beam}: {ends:?}");
+    }
+}
+
 fn jfk_twice(dir: &std::path::Path) -> std::path::PathBuf {
     // 22 s of speech with a pause: several segments, to check timestamps are monotonic.
     let path = dir.join("jfk_twice.wav");
