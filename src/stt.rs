@@ -252,10 +252,7 @@ impl Stt {
         if input.len() <= FIT_UP_TO_SAMPLES {
             return fitted_decode(&mut state, &input, opts, threads, progress);
         }
-        let Some(chunks) = pause_chunks(&input) else {
-            // Speech with no pause to cut at: whisper.cpp's own 30 s windows.
-            return decode(&mut state, &input, opts, threads, None, progress);
-        };
+        let chunks = pause_chunks(&input);
         tracing::debug!(
             stage = "stt",
             chunks = ?chunks
@@ -274,15 +271,18 @@ impl Stt {
             // jfk twice, 22 s, as one line.)
             let offset = Duration::from_secs_f64(chunk.start as f64 / 16_000.0);
             let end = chunk.end;
-            segments.extend(
-                fitted_decode(&mut state, &input[chunk], opts, threads, None)?
-                    .into_iter()
-                    .map(|s| Segment {
-                        start: s.start + offset,
-                        end: s.end + offset,
-                        ..s
-                    }),
-            );
+            let piece = &input[chunk];
+            let decoded = if piece.len() <= FIT_UP_TO_SAMPLES {
+                fitted_decode(&mut state, piece, opts, threads, None)?
+            } else {
+                // Speech with no pause to cut at: whisper.cpp's own 30 s windows.
+                decode(&mut state, piece, opts, threads, None, None)?
+            };
+            segments.extend(decoded.into_iter().map(|s| Segment {
+                start: s.start + offset,
+                end: s.end + offset,
+                ..s
+            }));
             if let Some(p) = progress.as_mut() {
                 p((end * 100 / input.len()) as i32);
             }
@@ -321,12 +321,13 @@ const CUT_PAUSE_FRAMES: usize = 10; // 300 ms
 /// Chunks shorter than this are not cut off (a sentence or two).
 const MIN_CHUNK_SAMPLES: usize = 5 * 16_000;
 
-/// Long audio cut at pauses into pieces of at most [`FIT_UP_TO_SAMPLES`], each as long as the
-/// pauses allow, so each is decoded whole in a context fitted to it: whisper.cpp's own 30 s
-/// windows overlap (each starts at the last timestamp of the one before) and the last one
-/// pays a full 30 s encode for what is often a few seconds. None when some stretch of
-/// [`FIT_UP_TO_SAMPLES`] has no pause (see [`pauses`]): a cut there could fall inside a word.
-fn pause_chunks(samples: &[f32]) -> Option<Vec<std::ops::Range<usize>>> {
+/// Long audio cut at pauses into pieces of at most [`FIT_UP_TO_SAMPLES`] where the pauses allow,
+/// each as long as they allow, so each is decoded whole in a context fitted to it: whisper.cpp's
+/// own 30 s windows overlap (each starts at the last timestamp of the one before) and the last
+/// one pays a full 30 s encode for what is often a few seconds. Where speech runs on for
+/// [`FIT_UP_TO_SAMPLES`] without a pause (see [`pauses`]), the piece runs on to the next pause
+/// (or the end) and goes through whisper.cpp's windows: a cut there could fall inside a word.
+fn pause_chunks(samples: &[f32]) -> Vec<std::ops::Range<usize>> {
     chunks_at(&pauses(samples), samples.len())
 }
 
@@ -353,22 +354,35 @@ fn pauses(samples: &[f32]) -> Vec<usize> {
     cuts
 }
 
-/// `len` samples cut at the latest of `cuts` that keeps each piece within
-/// [`FIT_UP_TO_SAMPLES`] and over [`MIN_CHUNK_SAMPLES`]; None when a piece has no such cut.
-fn chunks_at(cuts: &[usize], len: usize) -> Option<Vec<std::ops::Range<usize>>> {
+/// `len` samples cut at the latest of `cuts` (ascending) that keeps a piece within
+/// [`FIT_UP_TO_SAMPLES`] and over [`MIN_CHUNK_SAMPLES`]; where there is none, at the first cut
+/// after that which leaves more than [`FIT_UP_TO_SAMPLES`] to go, or not at all.
+fn chunks_at(cuts: &[usize], len: usize) -> Vec<std::ops::Range<usize>> {
     let mut chunks = Vec::new();
     let mut start = 0;
     while len - start > FIT_UP_TO_SAMPLES {
-        let cut = cuts
+        let fitted = cuts
             .iter()
             .copied()
             .rev()
-            .find(|&c| c >= start + MIN_CHUNK_SAMPLES && c <= start + FIT_UP_TO_SAMPLES)?;
-        chunks.push(start..cut);
-        start = cut;
+            .find(|&c| c >= start + MIN_CHUNK_SAMPLES && c <= start + FIT_UP_TO_SAMPLES);
+        // No pause within reach: on to the next one, unless what follows it would fit in the
+        // same windows anyway.
+        let later = || {
+            cuts.iter()
+                .copied()
+                .find(|&c| c > start + FIT_UP_TO_SAMPLES && len - c > FIT_UP_TO_SAMPLES)
+        };
+        match fitted.or_else(later) {
+            Some(cut) if cut < len => {
+                chunks.push(start..cut);
+                start = cut;
+            }
+            _ => break,
+        }
     }
     chunks.push(start..len);
-    Some(chunks)
+    chunks
 }
 
 /// Nothing from 5 s or more of audio, more than five words a second (at least eight words),
@@ -502,21 +516,29 @@ mod tests {
     fn long_audio_is_cut_at_the_latest_pause_that_keeps_each_piece_fitted() {
         let s = |secs: f64| (secs * 16_000.0) as usize;
         // Up to 28 s: one piece, whatever the pauses.
-        let whole = chunks_at(&[], s(28.0)).unwrap();
-        assert_eq!((whole.len(), whole[0].clone()), (1, 0..s(28.0)));
+        let one = |c: Vec<std::ops::Range<usize>>| (c.len(), c[0].clone());
+        assert_eq!(one(chunks_at(&[], s(28.0))), (1, 0..s(28.0)));
         // 60 s with pauses every 6 s: pieces end at the last pause within 28 s of their start.
         let every6: Vec<usize> = (1..10).map(|k| s(6.0 * k as f64)).collect();
         assert_eq!(
             chunks_at(&every6, s(60.0)),
-            Some(vec![0..s(24.0), s(24.0)..s(48.0), s(48.0)..s(60.0)])
+            [0..s(24.0), s(24.0)..s(48.0), s(48.0)..s(60.0)]
         );
-        // A pause only within the first 5 s of a piece does not count (no tiny pieces)…
-        assert_eq!(chunks_at(&[s(3.0)], s(40.0)), None);
-        // …and 28 s without a pause is never cut.
-        assert_eq!(chunks_at(&[s(10.0)], s(45.0)), None);
+        // A pause only within the first 5 s of a piece is no cut (no tiny pieces), and 28 s
+        // without a pause runs on to the next pause or the end (whisper.cpp's windows).
+        assert_eq!(one(chunks_at(&[s(3.0)], s(40.0))), (1, 0..s(40.0)));
+        assert_eq!(
+            chunks_at(&[s(10.0)], s(45.0)),
+            [0..s(10.0), s(10.0)..s(45.0)]
+        );
+        assert_eq!(one(chunks_at(&[s(3.0), s(35.0)], s(50.0))), (1, 0..s(50.0)));
+        assert_eq!(
+            chunks_at(&[s(3.0), s(35.0)], s(70.0)),
+            [0..s(35.0), s(35.0)..s(70.0)]
+        );
         assert_eq!(
             chunks_at(&[s(10.0), s(30.0)], s(45.0)),
-            Some(vec![0..s(10.0), s(10.0)..s(30.0), s(30.0)..s(45.0)])
+            [0..s(10.0), s(10.0)..s(30.0), s(30.0)..s(45.0)]
         );
     }
 
@@ -537,7 +559,7 @@ mod tests {
             gap_start as f64 / 16e3
         );
         // Three copies (34 s): cut in the second gap, the latest pause within 28 s.
-        let chunks = pause_chunks(&[&audio[..], &gap, &jfk[..]].concat()).unwrap();
+        let chunks = pause_chunks(&[&audio[..], &gap, &jfk[..]].concat());
         assert_eq!(chunks.len(), 2, "{chunks:?}");
         let second_gap = audio.len()..audio.len() + gap.len();
         assert!(second_gap.contains(&chunks[0].end), "{chunks:?}");
