@@ -240,7 +240,6 @@ impl Stt {
         opts: &SttOptions,
         progress: Option<Box<dyn FnMut(i32)>>,
     ) -> Result<Vec<Segment>, SttError> {
-        let mut state = self.ctx.create_state().map_err(SttError::Decode)?;
         // whisper.cpp pads shorter input to 30 s itself; below 100 ms it refuses, so pad to
         // one second of silence rather than fail on a very short clip.
         let mut input = std::borrow::Cow::Borrowed(samples_16k);
@@ -250,6 +249,7 @@ impl Stt {
         let threads = crate::cpu::threads_free_now(opts.threads);
         self.last_threads = threads;
         if input.len() <= FIT_UP_TO_SAMPLES {
+            let mut state = self.ctx.create_state().map_err(SttError::Decode)?;
             return fitted_decode(&mut state, &input, opts, threads, progress);
         }
         let chunks = pause_chunks(&input);
@@ -272,6 +272,10 @@ impl Stt {
             let offset = Duration::from_secs_f64(chunk.start as f64 / 16_000.0);
             let end = chunk.end;
             let piece = &input[chunk];
+            // A state per piece, as per clip: the same piece gives the same words whatever
+            // came before it (a state kept from the piece before wrote one 23 s segment where
+            // a fresh one writes three).
+            let mut state = self.ctx.create_state().map_err(SttError::Decode)?;
             let decoded = if piece.len() <= FIT_UP_TO_SAMPLES {
                 fitted_decode(&mut state, piece, opts, threads, None)?
             } else {
