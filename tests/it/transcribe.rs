@@ -149,6 +149,17 @@ fn a_long_recording_cut_at_its_pauses_keeps_every_word_in_place() {
             "beam {beam}: no segment starts at the cut: {starts:?}"
         );
         assert!(*ends.last().unwrap() >= 44.0, "beam {beam}: {ends:?}");
+        // Subtitles stay subtitles: no piece comes back as one long line (a text prompt of
+        // the words before each piece did that: 22.7 s).
+        let longest = starts
+            .iter()
+            .zip(&ends)
+            .map(|(s, e)| e - s)
+            .fold(0.0, f64::max);
+        assert!(
+            longest <= 15.0,
+            "beam {beam}: a {longest:.1} s segment: {starts:?}"
+        );
     }
 }
 
