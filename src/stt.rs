@@ -224,9 +224,9 @@ impl Stt {
     /// Audio of up to 28 s is encoded in a context fitted to its length
     /// ([`fitted_audio_ctx`]) instead of Whisper's fixed 30 s: 2-5x faster on short clips.
     /// Longer audio is cut at pauses into pieces of up to 28 s ([`pause_chunks`]), each decoded
-    /// on its own in a fitted context; audio with a stretch of 28 s and no pause
-    /// goes through whisper.cpp's own 30 s windows. (Cutting at fixed points was tried before
-    /// and lost words at the cuts.)
+    /// on its own in a fitted context; a stretch of 28 s with no pause runs on to the next
+    /// pause and goes through whisper.cpp's own 30 s windows. (Cutting at fixed points was
+    /// tried before and lost words at the cuts.)
     /// Threads: `opts.threads`, fewer while other processes keep cores busy
     /// ([`crate::cpu::threads_free_now`]).
     ///
@@ -238,7 +238,7 @@ impl Stt {
         &mut self,
         samples_16k: &[f32],
         opts: &SttOptions,
-        progress: Option<Box<dyn FnMut(i32)>>,
+        mut progress: Option<Box<dyn FnMut(i32)>>,
     ) -> Result<Vec<Segment>, SttError> {
         // whisper.cpp pads shorter input to 30 s itself; below 100 ms it refuses, so pad to
         // one second of silence rather than fail on a very short clip.
@@ -261,7 +261,6 @@ impl Stt {
                 .collect::<Vec<_>>(),
             "long audio cut at pauses"
         );
-        let mut progress = progress;
         let mut segments: Vec<Segment> = Vec::new();
         for chunk in chunks {
             // Each piece is decoded on its own, as dictation decodes each utterance, with the
