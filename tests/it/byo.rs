@@ -355,18 +355,16 @@ fn write_requantized_gguf(src: &Path, out: &Path) {
         .get("general.alignment")
         .and_then(|v| v.as_u64())
         .unwrap_or(32) as usize;
-    let mut data: Vec<u8> = Vec::new();
-    let mut infos: Vec<u8> = Vec::new();
     let mut requantized = 0;
-    for t in &header.tensors {
-        let n: usize = t.dims.iter().product::<u64>() as usize;
-        let start = (header.data_start + t.offset) as usize;
-        let (ty, raw): (u32, Vec<u8>) = match t.ggml_type {
-            3 => {
+    let tensors: Vec<GgufTensor> = header
+        .tensors
+        .iter()
+        .map(|t| {
+            let stored = tensor_data(&bytes, &header, t);
+            let (ggml_type, raw) = if t.ggml_type == 3 {
                 // Q4_1 blocks of 32: f16 d, f16 m, 16 bytes of nibbles (low: 0..16, high: 16..32).
-                let block = &bytes[start..start + n / 32 * 20];
-                let mut x = Vec::with_capacity(n);
-                for b in block.chunks(20) {
+                let mut x = Vec::with_capacity(stored.len() / 20 * 32);
+                for b in stored.chunks(20) {
                     let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
                     let m = half::f16::from_le_bytes([b[2], b[3]]).to_f32();
                     let q = &b[4..20];
@@ -377,17 +375,53 @@ fn write_requantized_gguf(src: &Path, out: &Path) {
                 sotto::llm::quant::quantize_q8_0(&x, &mut q8);
                 requantized += 1;
                 (8, q8)
+            } else {
+                (t.ggml_type, stored.to_vec())
+            };
+            GgufTensor {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ggml_type,
+                raw,
             }
-            other => {
-                let size = match other {
-                    0 => n * 4,
-                    1 => n * 2,
-                    8 => n / 32 * 34,
-                    t => panic!("tensor type {t} in the quick-start GGUF"),
-                };
-                (other, bytes[start..start + size].to_vec())
-            }
-        };
+        })
+        .collect();
+    assert!(requantized > 0, "the quick-start GGUF has Q4_1 tensors");
+    let head = bytes[..header.infos_start as usize].to_vec();
+    write_gguf(out, head, &tensors, alignment);
+}
+
+/// One tensor to write into a GGUF.
+struct GgufTensor {
+    name: String,
+    dims: Vec<u64>,
+    ggml_type: u32,
+    raw: Vec<u8>,
+}
+
+/// The stored bytes of tensor `t` of a quick-start GGUF (F32, F16, Q4_1 or Q8_0).
+fn tensor_data<'a>(
+    bytes: &'a [u8],
+    header: &sotto::models::gguf::Header,
+    t: &sotto::models::gguf::TensorInfo,
+) -> &'a [u8] {
+    let n: u64 = t.dims.iter().product();
+    let size = match t.ggml_type {
+        0 => n * 4,
+        1 => n * 2,
+        3 => n / 32 * 20,
+        8 => n / 32 * 34,
+        other => panic!("tensor type {other} in the quick-start GGUF"),
+    } as usize;
+    let start = (header.data_start + t.offset) as usize;
+    &bytes[start..start + size]
+}
+
+/// A GGUF file: `head` (magic, version, counts and metadata, as the format lays them out),
+/// then the tensors' infos, then their data, each tensor at a multiple of `alignment`.
+fn write_gguf(out: &Path, head: Vec<u8>, tensors: &[GgufTensor], alignment: usize) {
+    let (mut infos, mut data) = (Vec::new(), Vec::new());
+    for t in tensors {
         while !data.len().is_multiple_of(alignment) {
             data.push(0);
         }
@@ -397,18 +431,32 @@ fn write_requantized_gguf(src: &Path, out: &Path) {
         for d in &t.dims {
             infos.extend(d.to_le_bytes());
         }
-        infos.extend(ty.to_le_bytes());
+        infos.extend(t.ggml_type.to_le_bytes());
         infos.extend((data.len() as u64).to_le_bytes());
-        data.extend(raw);
+        data.extend_from_slice(&t.raw);
     }
-    assert!(requantized > 0, "the quick-start GGUF has Q4_1 tensors");
-    let mut o = bytes[..header.infos_start as usize].to_vec();
+    let mut o = head;
     o.extend(infos);
     while !o.len().is_multiple_of(alignment) {
         o.push(0);
     }
     o.extend(data);
     std::fs::write(out, o).unwrap();
+}
+
+/// `models add` of a file no release has: unknown, refused (exit 3) until `audit accept` admits
+/// its bytes, which it then does.
+fn add_unknown_and_accept(dir: &Path, args: &[&str], file: &Path, name: &str) {
+    let out = run(sotto_data(dir).args(["models", "add"]).args(args).arg(file));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "unknown until accepted: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let accept = run(sotto_data(dir).args(["audit", "accept", name, "--reason", "test"]));
+    assert!(accept.status.success(), "{}", stderr(&accept));
 }
 
 #[test]
@@ -421,20 +469,13 @@ fn a_requantized_llama_gguf_is_another_file_that_loads_and_answers_paris() {
         sotto::models::sha256_file(&q8).unwrap(),
         sotto::models::sha256_file(&gguf).unwrap()
     );
-    let out = run(sotto_data(dir.path())
-        .args(["models", "add", "--role", "llm", "--name", "smol-q8"])
-        .arg(&q8));
     // Other bytes: no release sotto knows, so unknown until its bytes are accepted.
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
+    add_unknown_and_accept(
+        dir.path(),
+        &["--role", "llm", "--name", "smol-q8"],
+        &q8,
+        "smol-q8",
     );
-    let accept =
-        run(sotto_data(dir.path()).args(["audit", "accept", "smol-q8", "--reason", "test"]));
-    assert!(accept.status.success(), "{}", stderr(&accept));
     let out = run(sotto_data(dir.path())
         .args(["--llm-model", "smol-q8", "chat", "--temperature", "0"])
         .arg("What is the capital of France?"));
@@ -694,17 +735,7 @@ fn a_voice_whose_espeak_language_is_missing_is_refused_at_load_by_name() {
             .unwrap();
     config["espeak"]["voice"] = "xx-nowhere".into();
     std::fs::write(voice.with_extension("onnx.json"), config.to_string()).unwrap();
-    let out = run(sotto_data(dir.path())
-        .args(["models", "add", "--name", "xxv"])
-        .arg(&voice));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "unknown until accepted: {}",
-        stderr(&out)
-    );
-    let accept = run(sotto_data(dir.path()).args(["audit", "accept", "xxv", "--reason", "test"]));
-    assert!(accept.status.success(), "{}", stderr(&accept));
+    add_unknown_and_accept(dir.path(), &["--name", "xxv"], &voice, "xxv");
     let wav = dir.path().join("x.wav");
     let out = run(sotto_data(dir.path())
         .args(["say", "--voice", "xxv", "hello", "-o"])
@@ -868,64 +899,47 @@ fn write_sentencepiece_llama(smollm2: &Path, vocab: &Path, out: &Path) {
     metadata.push(("llama.vocab_size".into(), Value::U32(n_vocab as u32)));
 
     let bytes = std::fs::read(smollm2).unwrap();
-    let alignment = 32;
-    let (mut infos, mut data) = (Vec::new(), Vec::new());
-    for t in &body.tensors {
-        let n: u64 = t.dims.iter().product();
-        let size = match t.ggml_type {
-            0 => n * 4,
-            1 => n * 2,
-            3 => n / 32 * 20,
-            8 => n / 32 * 34,
-            other => panic!("tensor type {other} in the quick-start GGUF"),
-        } as usize;
-        let start = (body.data_start + t.offset) as usize;
-        let mut dims = t.dims.clone();
-        let mut raw = bytes[start..start + size].to_vec();
-        if t.name == "token_embd.weight" {
-            // Rows are the vocabulary: one row per piece, SmolLM2's for the same string.
-            let row = size / dims[1] as usize;
-            let smol_ids = gpt2_ids(&body);
-            raw = list
-                .iter()
-                .flat_map(|piece| {
-                    let id = smol_ids
-                        .get(&gpt2_form(piece.as_str().unwrap()))
-                        .copied()
-                        .unwrap_or(0);
-                    raw[id * row..(id + 1) * row].to_vec()
-                })
-                .collect();
-            dims[1] = n_vocab;
-        }
-        while !data.len().is_multiple_of(alignment) {
-            data.push(0);
-        }
-        infos.extend((t.name.len() as u64).to_le_bytes());
-        infos.extend(t.name.as_bytes());
-        infos.extend((dims.len() as u32).to_le_bytes());
-        for d in &dims {
-            infos.extend(d.to_le_bytes());
-        }
-        infos.extend(t.ggml_type.to_le_bytes());
-        infos.extend((data.len() as u64).to_le_bytes());
-        data.extend(raw);
-    }
-    let mut o = b"GGUF".to_vec();
-    o.extend(3u32.to_le_bytes());
-    o.extend((body.tensors.len() as u64).to_le_bytes());
-    o.extend((metadata.len() as u64).to_le_bytes());
+    let smol_ids = gpt2_ids(&body);
+    let tensors: Vec<GgufTensor> = body
+        .tensors
+        .iter()
+        .map(|t| {
+            let stored = tensor_data(&bytes, &body, t);
+            let mut dims = t.dims.clone();
+            let mut raw = stored.to_vec();
+            if t.name == "token_embd.weight" {
+                // Rows are the vocabulary: one row per piece, SmolLM2's for the same string.
+                let row = stored.len() / dims[1] as usize;
+                raw = list
+                    .iter()
+                    .flat_map(|piece| {
+                        let id = smol_ids
+                            .get(&gpt2_form(piece.as_str().unwrap()))
+                            .copied()
+                            .unwrap_or(0);
+                        stored[id * row..(id + 1) * row].to_vec()
+                    })
+                    .collect();
+                dims[1] = n_vocab;
+            }
+            GgufTensor {
+                name: t.name.clone(),
+                dims,
+                ggml_type: t.ggml_type,
+                raw,
+            }
+        })
+        .collect();
+    let mut head = b"GGUF".to_vec();
+    head.extend(3u32.to_le_bytes());
+    head.extend((tensors.len() as u64).to_le_bytes());
+    head.extend((metadata.len() as u64).to_le_bytes());
     for (k, v) in &metadata {
-        o.extend((k.len() as u64).to_le_bytes());
-        o.extend(k.as_bytes());
-        gguf_value(&mut o, v);
+        head.extend((k.len() as u64).to_le_bytes());
+        head.extend(k.as_bytes());
+        gguf_value(&mut head, v);
     }
-    o.extend(infos);
-    while !o.len().is_multiple_of(alignment) {
-        o.push(0);
-    }
-    o.extend(data);
-    std::fs::write(out, o).unwrap();
+    write_gguf(out, head, &tensors, 32);
 }
 
 /// A GGUF's byte-level BPE vocabulary: token string → id.
@@ -1002,19 +1016,12 @@ fn a_sentencepiece_llama_gguf_runs_as_llama_cpp_runs_it() {
         &model("tokenizer-tests/ggml-vocab-llama-spm.gguf"),
         &gguf,
     );
-    let out = run(sotto_data(dir.path())
-        .args(["models", "add", "--role", "llm", "--name", "smol-spm"])
-        .arg(&gguf));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
+    add_unknown_and_accept(
+        dir.path(),
+        &["--role", "llm", "--name", "smol-spm"],
+        &gguf,
+        "smol-spm",
     );
-    let accept =
-        run(sotto_data(dir.path()).args(["audit", "accept", "smol-spm", "--reason", "test"]));
-    assert!(accept.status.success(), "{}", stderr(&accept));
 
     let text = repo().join("tests/fixtures/text/perplexity.txt");
     let out = run(sotto_data(dir.path())
