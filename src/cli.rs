@@ -1005,7 +1005,8 @@ fn transcribe_one(
             file: &name,
             model: &model,
             duration_s: clip.duration_s(),
-            threads: opts.threads,
+            threads: stt.last_threads,
+            language: &stt.last_language,
             transcribe_ms: elapsed.as_millis() as u64,
         },
     );

@@ -118,6 +118,9 @@ pub struct Stt {
     /// Threads the last transcription ran on: fewer than asked for when other programs kept
     /// cores busy ([`crate::cpu::threads_free_now`]). Benches report it beside their times.
     pub last_threads: usize,
+    /// The language the last transcription was decoded in: the one asked for, or the one
+    /// Whisper detected when asked for "auto".
+    pub last_language: String,
 }
 
 static LOG_HOOK: Once = Once::new();
@@ -153,6 +156,7 @@ impl Stt {
             model_path: model_path.to_path_buf(),
             header,
             last_threads: 0,
+            last_language: String::new(),
         })
     }
 
@@ -230,6 +234,10 @@ impl Stt {
     /// Threads: `opts.threads`, fewer while other processes keep cores busy
     /// ([`crate::cpu::threads_free_now`]).
     ///
+    /// With `opts.language` "auto", a multilingual model detects the language on the first
+    /// piece and the rest are decoded in it ([`Stt::last_language`] says which): one language
+    /// per recording, not one guess per piece.
+    ///
     /// Each call makes its own decoding state (~9 ms for tiny.en) and drops it after:
     /// whisper.cpp seeds the random generator of its fallback sampling only when a state is
     /// made, so a state kept across calls made a transcript depend on what was transcribed
@@ -248,10 +256,14 @@ impl Stt {
         }
         let threads = crate::cpu::threads_free_now(opts.threads);
         self.last_threads = threads;
+        self.last_language = opts.language.clone();
         if input.len() <= FIT_UP_TO_SAMPLES {
             let mut state = self.ctx.create_state().map_err(SttError::Decode)?;
-            return fitted_decode(&mut state, &input, opts, threads, progress);
+            let segments = fitted_decode(&mut state, &input, opts, threads, progress)?;
+            self.last_language = decoded_language(&state, opts);
+            return Ok(segments);
         }
+        let mut opts = std::borrow::Cow::Borrowed(opts);
         let chunks = pause_chunks(&input);
         tracing::debug!(
             stage = "stt",
@@ -276,11 +288,15 @@ impl Stt {
             // a fresh one writes three).
             let mut state = self.ctx.create_state().map_err(SttError::Decode)?;
             let decoded = if piece.len() <= FIT_UP_TO_SAMPLES {
-                fitted_decode(&mut state, piece, opts, threads, None)?
+                fitted_decode(&mut state, piece, &opts, threads, None)?
             } else {
                 // Speech with no pause to cut at: whisper.cpp's own 30 s windows.
-                decode(&mut state, piece, opts, threads, None, None)?
+                decode(&mut state, piece, &opts, threads, None, None)?
             };
+            if opts.language == "auto" {
+                self.last_language = decoded_language(&state, &opts);
+                opts.to_mut().language = self.last_language.clone();
+            }
             segments.extend(decoded.into_iter().map(|s| Segment {
                 start: s.start + offset,
                 end: s.end + offset,
@@ -292,6 +308,17 @@ impl Stt {
         }
         Ok(segments)
     }
+}
+
+/// The language `state` was last decoded in: what Whisper detected when `opts` asked for
+/// "auto", else what it asked for.
+fn decoded_language(state: &whisper_rs::WhisperState, opts: &SttOptions) -> String {
+    if opts.language != "auto" {
+        return opts.language.clone();
+    }
+    whisper_rs::get_lang_str(state.full_lang_id_from_state())
+        .unwrap_or("auto")
+        .to_string()
 }
 
 /// Audio of up to [`FIT_UP_TO_SAMPLES`] in a context fitted to its length, falling back to the

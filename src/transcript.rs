@@ -34,6 +34,8 @@ pub struct Meta<'a> {
     pub model: &'a str,
     pub duration_s: f64,
     pub threads: usize,
+    /// The language decoded in (detected, when asked for "auto").
+    pub language: &'a str,
     pub transcribe_ms: u64,
 }
 
@@ -119,6 +121,7 @@ pub fn json(segments: &[Segment], meta: &Meta) -> String {
         "model": meta.model,
         "duration_s": meta.duration_s,
         "threads": meta.threads,
+        "language": meta.language,
         "transcribe_ms": meta.transcribe_ms,
         "text": plain_text(segments),
         "segments": segs,
@@ -167,10 +170,12 @@ mod tests {
             model: "m",
             duration_s: 3.0,
             threads: 2,
+            language: "en",
             transcribe_ms: 5,
         };
         let v: serde_json::Value = serde_json::from_str(&json(&segs(), &meta)).unwrap();
         assert_eq!(v["segments"][1]["start"], 2.5);
+        assert_eq!(v["language"], "en");
         assert_eq!(v["text"], "Hello there. General Kenobi.");
     }
 }

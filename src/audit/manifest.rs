@@ -310,6 +310,10 @@ pub const REGISTRY: &[(&str, &str)] = &[
         include_str!("../../assets/manifests/whisper-tiny.en.yml"),
     ),
     (
+        "whisper-base.yml",
+        include_str!("../../assets/manifests/whisper-base.yml"),
+    ),
+    (
         "smollm2-135m-instruct.yml",
         include_str!("../../assets/manifests/smollm2-135m-instruct.yml"),
     ),

@@ -68,6 +68,10 @@ pub struct ModelReport {
     pub judgement: Judgement,
     pub findings: Findings,
     pub remedy: Option<String>,
+    /// A model added under a name of the user's whose bytes are a release sotto knows: that
+    /// release's id. An exception recorded for the release's bytes admits it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// Set by the gate.
     pub admitted: Option<Admission>,
 }
@@ -175,6 +179,8 @@ impl AuditContext {
                     record.name, r.id
                 ),
             );
+            // Named as the user named it: what `--stt-model`, `audit` and `audit accept` take.
+            r.release = Some(std::mem::replace(&mut r.id, record.name.clone()));
             return Ok(r);
         }
         let first = record.weights().next().map(|f| dir.join(&f.path));
@@ -232,6 +238,7 @@ impl AuditContext {
                 "write a MOF manifest for it and judge it with `sotto audit --manifest FILE.yml`"
                     .into(),
             ),
+            release: None,
             admitted: None,
         })
     }
@@ -369,6 +376,7 @@ impl AuditContext {
             judgement,
             findings,
             remedy: ext.and_then(|e| e.remedy),
+            release: None,
             admitted: None,
         })
     }
@@ -653,11 +661,10 @@ pub fn apply(reports: &mut [ModelReport], policy: &Policy) -> bool {
             continue;
         }
         let hashes = weight_hashes(r);
-        let exception = policy
-            .exceptions
-            .iter()
-            .rev()
-            .find(|e| e.model == r.id && !hashes.is_empty() && e.sha256 == hashes);
+        let exception = policy.exceptions.iter().rev().find(|e| {
+            let named = e.model == r.id || r.release.as_ref() == Some(&e.model);
+            named && !hashes.is_empty() && e.sha256 == hashes
+        });
         match exception {
             Some(e) => {
                 r.admitted = Some(Admission::Exception {

@@ -493,7 +493,7 @@ fn asr_worker(mut engine: AsrEngine, jobs: Receiver<AsrJob>) {
                 .stt
                 .transcribe(&job.samples, &opts, None)
                 .map_err(|e| e.to_string())?;
-            Ok((segments, opts.language.clone()))
+            Ok((segments, engine.stt.last_language.clone()))
         })();
         let _ = job.reply.send(result);
     }

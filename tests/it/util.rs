@@ -119,6 +119,33 @@ pub fn espeak(text: &str, out: &Path) {
     assert!(st.success(), "espeak-ng failed");
 }
 
+/// Speaks `text` with one of Festival's voices into a 16 kHz mono WAV. Festival's Italian
+/// (`lp_diphone`: diphones cut from a woman's recorded speech) and Russian
+/// (`msu_ru_nsh_clunits`: unit selection over a man's recorded speech) voices are made of
+/// real recordings, far nearer a person than espeak-ng's formant synthesis. `latin1`: the
+/// Italian voices read ISO-8859-1, the Russian one UTF-8.
+pub fn festival(voice: &str, text: &str, latin1: bool, out: &Path) {
+    require_tool("text2wave");
+    let bytes: Vec<u8> = if latin1 {
+        text.chars()
+            .map(|c| u8::try_from(u32::from(c)).expect("a Latin-1 character"))
+            .collect()
+    } else {
+        text.as_bytes().to_vec()
+    };
+    let txt = out.with_extension("txt");
+    std::fs::write(&txt, bytes).unwrap();
+    let st = Command::new("text2wave")
+        .arg("-eval")
+        .arg(format!("(voice_{voice})"))
+        .arg(&txt)
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("text2wave runs");
+    assert!(st.success(), "text2wave (festival) failed");
+}
+
 /// Converts a WAV with sox: extra args go before the output name (e.g. `-r 8000 -c 2 -b 24`).
 pub fn sox(input: &Path, args: &[&str], out: &Path) {
     require_tool("sox");
