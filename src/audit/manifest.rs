@@ -330,6 +330,22 @@ pub const REGISTRY: &[(&str, &str)] = &[
         include_str!("../../assets/manifests/piper-en_US-lessac-medium.yml"),
     ),
     (
+        "piper-en_US-ljspeech-medium.yml",
+        include_str!("../../assets/manifests/piper-en_US-ljspeech-medium.yml"),
+    ),
+    (
+        "piper-fr_FR-mls-medium.yml",
+        include_str!("../../assets/manifests/piper-fr_FR-mls-medium.yml"),
+    ),
+    (
+        "piper-de_DE-thorsten-medium.yml",
+        include_str!("../../assets/manifests/piper-de_DE-thorsten-medium.yml"),
+    ),
+    (
+        "piper-fr_FR-siwis-medium.yml",
+        include_str!("../../assets/manifests/piper-fr_FR-siwis-medium.yml"),
+    ),
+    (
         "gemma-3-270m.yml",
         include_str!("../../assets/manifests/gemma-3-270m.yml"),
     ),

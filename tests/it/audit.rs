@@ -760,3 +760,37 @@ fn a_pipe_a_device_or_a_huge_file_as_a_manifest_is_refused_by_name_not_read() {
         stderr(&out)
     );
 }
+
+/// The Piper voices whose datasets are public, as a user would bring them: the two trained
+/// from scratch have no lineage; the two fine-tuned from lessac name it, and the audit follows
+/// it to lessac's own verdict.
+#[test]
+fn piper_voices_with_public_datasets_are_judged_with_their_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = [
+        "piper-en_US-ljspeech-medium",
+        "piper-fr_FR-mls-medium",
+        "piper-de_DE-thorsten-medium",
+        "piper-fr_FR-siwis-medium",
+    ];
+    let (_, doc) = audit_json(dir.path(), &ids);
+    let models = doc["models"].as_array().unwrap();
+    assert_eq!(models.len(), 4, "{doc}");
+    for (m, id) in models.iter().zip(ids) {
+        assert_eq!(m["id"], id);
+        assert_eq!(m["judgement"]["osaid"], "open-source", "{id}: {m}");
+        let lineage: Vec<&str> = m["lineage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap())
+            .collect();
+        let fine_tuned = id.contains("thorsten") || id.contains("siwis");
+        let expected: &[&str] = if fine_tuned {
+            &["piper-en_US-lessac-medium"]
+        } else {
+            &[]
+        };
+        assert_eq!(lineage, expected, "{id}");
+    }
+}
