@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
@@ -235,7 +236,8 @@ impl Stt {
     /// Longer audio is cut at pauses into pieces of up to 28 s ([`pause_chunks`]), each decoded
     /// on its own in a fitted context; a stretch of 28 s with no pause runs on to the next
     /// pause and goes through whisper.cpp's own 30 s windows. (Cutting at fixed points was
-    /// tried before and lost words at the cuts.)
+    /// tried before and lost words at the cuts.) The pieces are decoded side by side, one
+    /// thread each while there are threads for more than one.
     /// Threads: `opts.threads`, fewer while other processes keep cores busy
     /// ([`crate::cpu::threads_free_now`]).
     ///
@@ -251,6 +253,19 @@ impl Stt {
         &mut self,
         samples_16k: &[f32],
         opts: &SttOptions,
+        progress: Option<Box<dyn FnMut(i32)>>,
+    ) -> Result<Vec<Segment>, SttError> {
+        let threads = crate::cpu::threads_free_now(opts.threads);
+        self.transcribe_on(samples_16k, opts, threads, progress)
+    }
+
+    /// [`Stt::transcribe`] on exactly `threads` threads, whatever else is running (for tests
+    /// and measurements that must not depend on the machine's load).
+    pub fn transcribe_on(
+        &mut self,
+        samples_16k: &[f32],
+        opts: &SttOptions,
+        threads: usize,
         mut progress: Option<Box<dyn FnMut(i32)>>,
     ) -> Result<Vec<Segment>, SttError> {
         // whisper.cpp pads shorter input to 30 s itself; below 100 ms it refuses, so pad to
@@ -259,7 +274,7 @@ impl Stt {
         if input.len() < 16_000 {
             input.to_mut().resize(16_000, 0.0);
         }
-        let threads = crate::cpu::threads_free_now(opts.threads);
+        let threads = threads.max(1);
         self.last_threads = threads;
         self.last_language = opts.language.clone();
         if input.len() <= FIT_UP_TO_SAMPLES {
@@ -278,41 +293,100 @@ impl Stt {
                 .collect::<Vec<_>>(),
             "long audio cut at pauses"
         );
-        let mut segments: Vec<Segment> = Vec::new();
-        for chunk in chunks {
-            // Each piece is decoded on its own, as dictation decodes each utterance, with the
-            // user's vocabulary as its prompt. (Giving it the end of the transcript before it
-            // as well, as whisper.cpp's windows have the tokens before them, made Whisper
-            // write most of a piece as one segment: the last 8, 20 or 100 words all gave
-            // jfk twice, 22 s, as one line.)
-            let offset = Duration::from_secs_f64(chunk.start as f64 / 16_000.0);
-            let end = chunk.end;
-            let piece = &input[chunk];
-            // A state per piece, as per clip: the same piece gives the same words whatever
-            // came before it (a state kept from the piece before wrote one 23 s segment where
-            // a fresh one writes three).
-            let mut state = self.ctx.create_state().map_err(SttError::Decode)?;
-            let decoded = if piece.len() <= FIT_UP_TO_SAMPLES {
-                fitted_decode(&mut state, piece, &opts, threads, None)?
-            } else {
-                // Speech with no pause to cut at: whisper.cpp's own 30 s windows.
-                decode(&mut state, piece, &opts, threads, None, None)?
-            };
-            if opts.language == "auto" {
-                self.last_language = decoded_language(&state, &opts);
-                opts.to_mut().language = self.last_language.clone();
-            }
-            segments.extend(decoded.into_iter().map(|s| Segment {
-                start: s.start + offset,
-                end: s.end + offset,
-                ..s
-            }));
+        let mut decoded: Vec<Option<Vec<Segment>>> = vec![None; chunks.len()];
+        let mut done_samples = 0;
+        let mut report = |done: usize| {
             if let Some(p) = progress.as_mut() {
-                p((end * 100 / input.len()) as i32);
+                p((done * 100 / input.len()) as i32);
             }
+        };
+        let mut first = 0;
+        if opts.language == "auto" {
+            // The language is found on the first piece, alone, and the rest are decoded in it.
+            let (segments, language) =
+                decode_piece(&self.ctx, &input[chunks[0].clone()], &opts, threads)?;
+            self.last_language = language;
+            opts.to_mut().language = self.last_language.clone();
+            decoded[0] = Some(segments);
+            done_samples += chunks[0].len();
+            report(done_samples);
+            first = 1;
         }
-        Ok(segments)
+        // The pieces are independent, so they are decoded side by side, one thread each where
+        // there are threads enough: whisper.cpp's beam search gains little from a second
+        // thread inside one decode (60 s, beam 5: 2.46 s on one thread, 2.24 s on two), two
+        // decodes on one thread each keep both cores busy.
+        let workers = threads.min(chunks.len() - first).max(1);
+        let per_worker = (threads / workers).max(1);
+        let next = AtomicUsize::new(first);
+        let failed = AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ctx, input, opts, chunks) = (&self.ctx, &input[..], &*opts, &chunks);
+        std::thread::scope(|scope| -> Result<(), SttError> {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, failed) = (&next, &failed);
+                scope.spawn(move || {
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(chunk) = chunks.get(i) else { break };
+                        let result = decode_piece(ctx, &input[chunk.clone()], opts, per_worker);
+                        failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                        if tx.send((i, result)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for (i, result) in rx {
+                let (segments, _) = result?;
+                decoded[i] = Some(segments);
+                done_samples += chunks[i].len();
+                report(done_samples);
+            }
+            Ok(())
+        })?;
+        // In order, each piece's times moved to where it starts in the recording.
+        Ok(chunks
+            .iter()
+            .zip(decoded)
+            .flat_map(|(chunk, segments)| {
+                let offset = Duration::from_secs_f64(chunk.start as f64 / 16_000.0);
+                segments
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |s| Segment {
+                        start: s.start + offset,
+                        end: s.end + offset,
+                        ..s
+                    })
+            })
+            .collect())
     }
+}
+
+/// One piece of a long recording, decoded on its own, as dictation decodes each utterance,
+/// with the user's vocabulary as its prompt (giving it the end of the transcript before it as
+/// well, as whisper.cpp's windows have the tokens before them, made Whisper write most of a
+/// piece as one segment: the last 8, 20 or 100 words all gave jfk twice, 22 s, as one line).
+/// A state of its own, as per clip: the same piece gives the same words whatever came before
+/// it (a state kept from the piece before wrote one 23 s segment where a fresh one writes
+/// three). Returns its segments and the language it was decoded in.
+fn decode_piece(
+    ctx: &WhisperContext,
+    piece: &[f32],
+    opts: &SttOptions,
+    threads: usize,
+) -> Result<(Vec<Segment>, String), SttError> {
+    let mut state = ctx.create_state().map_err(SttError::Decode)?;
+    let segments = if piece.len() <= FIT_UP_TO_SAMPLES {
+        fitted_decode(&mut state, piece, opts, threads, None)?
+    } else {
+        // Speech with no pause to cut at: whisper.cpp's own 30 s windows.
+        decode(&mut state, piece, opts, threads, None, None)?
+    };
+    Ok((segments, decoded_language(&state, opts)))
 }
 
 /// The language `state` was last decoded in: what Whisper detected when `opts` asked for

@@ -444,3 +444,47 @@ fn a_language_the_model_cannot_take_is_refused_by_name_and_auto_works() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(words(&stdout(&out)), words(&jfk_txt()));
 }
+
+/// The pieces of a long recording are decoded side by side (two workers, one thread each):
+/// exactly what one thread gives decoding them in turn, in the same order and at the same
+/// times. In-process, with the thread count fixed (`transcribe_on`): the CLI picks fewer
+/// threads while other programs run, so it could not be relied on to take this path.
+#[test]
+fn pieces_decoded_side_by_side_give_what_one_thread_gives_in_turn() {
+    let model = model(sotto::models::WHISPER_GGML);
+    let cache = tempfile::tempdir().unwrap();
+    // SAFETY: nextest runs each test in a process of its own; nothing else reads the
+    // environment here.
+    unsafe { std::env::set_var("SOTTO_CACHE_DIR", cache.path()) };
+    let policy = sotto::audit::Policy {
+        minimum: sotto::audit::verdict::Osaid::OpenWeight,
+        ..Default::default()
+    };
+    let mut ctx = sotto::audit::AuditContext::new(&models_dir());
+    let pass = sotto::audit::gate(&mut ctx, &policy, &["whisper-tiny.en"])
+        .unwrap()
+        .expect("whisper-tiny.en is open-weight");
+    let mut stt = sotto::stt::Stt::load(&pass, &model).unwrap();
+    let jfk = sotto::audio::read_for_whisper(&jfk_wav()).unwrap().samples;
+    let gap = vec![0.0f32; 8_000];
+    let long = [&jfk[..], &gap, &jfk, &gap, &jfk, &gap, &jfk].concat();
+    let want = vec![jfk_txt(); 4].join(" ");
+    for beam_size in [1, 5] {
+        let opts = sotto::stt::SttOptions {
+            beam_size,
+            ..Default::default()
+        };
+        let key = |segments: &[sotto::stt::Segment]| -> Vec<(Duration, Duration, String)> {
+            segments
+                .iter()
+                .map(|s| (s.start, s.end, s.text.clone()))
+                .collect()
+        };
+        let in_turn = stt.transcribe_on(&long, &opts, 1, None).unwrap();
+        let side_by_side = stt.transcribe_on(&long, &opts, 2, None).unwrap();
+        assert_eq!(key(&in_turn), key(&side_by_side), "beam {beam_size}");
+        let text = sotto::transcript::plain_text(&side_by_side);
+        assert!(wer(&want, &text) <= 0.03, "beam {beam_size}: {text}");
+        assert!(side_by_side.last().unwrap().start > Duration::from_secs(30));
+    }
+}
