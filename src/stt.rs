@@ -256,16 +256,21 @@ impl Stt {
         progress: Option<Box<dyn FnMut(i32)>>,
     ) -> Result<Vec<Segment>, SttError> {
         let threads = crate::cpu::threads_free_now(opts.threads);
-        self.transcribe_on(samples_16k, opts, threads, progress)
+        self.transcribe_on(samples_16k, opts, threads, opts.threads, progress)
     }
 
-    /// [`Stt::transcribe`] on exactly `threads` threads, whatever else is running (for tests
-    /// and measurements that must not depend on the machine's load).
+    /// [`Stt::transcribe`] with `threads` threads for one decode and up to `side_by_side`
+    /// pieces of a long recording decoded at once, whatever else is running (for tests and
+    /// measurements that must not depend on the machine's load). `transcribe` gives one decode
+    /// only the cores free now (whisper.cpp's threads spin-wait for each other and collapse
+    /// when one of them loses its core), but decodes as many pieces side by side as the user
+    /// asked for threads: one thread each, they never wait for each other.
     pub fn transcribe_on(
         &mut self,
         samples_16k: &[f32],
         opts: &SttOptions,
         threads: usize,
+        side_by_side: usize,
         mut progress: Option<Box<dyn FnMut(i32)>>,
     ) -> Result<Vec<Segment>, SttError> {
         // whisper.cpp pads shorter input to 30 s itself; below 100 ms it refuses, so pad to
@@ -316,7 +321,7 @@ impl Stt {
         // there are threads enough: whisper.cpp's beam search gains little from a second
         // thread inside one decode (60 s, beam 5: 2.46 s on one thread, 2.24 s on two), two
         // decodes on one thread each keep both cores busy.
-        let workers = threads.min(chunks.len() - first).max(1);
+        let workers = side_by_side.min(chunks.len() - first).max(1);
         let per_worker = (threads / workers).max(1);
         let next = AtomicUsize::new(first);
         let failed = AtomicBool::new(false);

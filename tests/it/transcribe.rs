@@ -480,8 +480,8 @@ fn pieces_decoded_side_by_side_give_what_one_thread_gives_in_turn() {
                 .map(|s| (s.start, s.end, s.text.clone()))
                 .collect()
         };
-        let in_turn = stt.transcribe_on(&long, &opts, 1, None).unwrap();
-        let side_by_side = stt.transcribe_on(&long, &opts, 2, None).unwrap();
+        let in_turn = stt.transcribe_on(&long, &opts, 1, 1, None).unwrap();
+        let side_by_side = stt.transcribe_on(&long, &opts, 2, 2, None).unwrap();
         assert_eq!(key(&in_turn), key(&side_by_side), "beam {beam_size}");
         let text = sotto::transcript::plain_text(&side_by_side);
         assert!(wer(&want, &text) <= 0.03, "beam {beam_size}: {text}");
