@@ -121,8 +121,9 @@ pub struct Stt {
     ctx: WhisperContext,
     pub model_path: PathBuf,
     pub header: whisper_ggml::Header,
-    /// Threads the last transcription ran on: fewer than asked for when other programs kept
-    /// cores busy ([`crate::cpu::threads_free_now`]). Benches report it beside their times.
+    /// Threads the last transcription ran on (a long recording's pieces decoded side by side
+    /// count each): fewer than asked for when other programs kept cores busy
+    /// ([`crate::cpu::threads_free_now`]). Benches report it beside their times.
     pub last_threads: usize,
     /// The language the last transcription was decoded in: the one asked for, or the one
     /// Whisper detected when asked for "auto".
@@ -323,6 +324,7 @@ impl Stt {
         // decodes on one thread each keep both cores busy.
         let workers = side_by_side.min(chunks.len() - first).max(1);
         let per_worker = (threads / workers).max(1);
+        self.last_threads = self.last_threads.max(workers * per_worker);
         let next = AtomicUsize::new(first);
         let failed = AtomicBool::new(false);
         let (tx, rx) = std::sync::mpsc::channel();
