@@ -52,6 +52,9 @@ pub struct Transcript {
     /// What Whisper heard, when spoken formatting or replacements changed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heard: Option<String>,
+    /// The language Whisper detected (`--language auto` with a multilingual model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -128,6 +131,7 @@ pub fn run(
                                 split: false,
                                 scratch_previous: false,
                                 heard: None,
+                                language: None,
                                 text: s.text,
                             };
                             return text_tx.send(partial).is_ok();
@@ -149,6 +153,7 @@ pub fn run(
                                 split: u.split,
                                 scratch_previous: false,
                                 heard: None,
+                                language: t.language,
                                 text: t.text,
                             })
                             .is_ok()

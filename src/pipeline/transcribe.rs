@@ -21,6 +21,11 @@ pub trait Transcriber: Send {
     ) -> Result<(String, Option<f32>), StageError> {
         Ok((self.transcribe(samples_16k)?, None))
     }
+    /// The language the last transcription was in, when the recogniser was asked to detect
+    /// it (None when the user named it, or the recogniser does not say).
+    fn language(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Whisper as a transcriber: plain text without its non-speech markers.
@@ -48,6 +53,10 @@ impl Transcriber for Whisper {
             .and_then(|s| s.last_word_p);
         Ok((text, last_word_p))
     }
+
+    fn language(&self) -> Option<String> {
+        (self.opts.language == "auto").then(|| self.stt.last_language.clone())
+    }
 }
 
 /// One utterance's text (empty when nothing was said in it).
@@ -60,6 +69,8 @@ pub struct Transcribed {
     pub took: Duration,
     /// The text of the pause snapshot, which held the same audio: no second pass ran.
     pub reused: bool,
+    /// The language Whisper detected, when asked to (`--language auto`).
+    pub language: Option<String>,
 }
 
 /// The text of an utterance still in progress.
@@ -201,6 +212,7 @@ pub fn run(
             at: Instant::now(),
             took,
             reused,
+            language: transcriber.language(),
         };
         if !report(Progress::Done(done)) {
             break;

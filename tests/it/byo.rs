@@ -1065,7 +1065,7 @@ const RUSSIAN: &str =
 /// adds a model: judged by its release's manifest (open-weight, refused until accepted), then
 /// it tells Italian from Russian on its own and writes each in its language, in `transcribe`
 /// (a clip, and a recording long enough to be cut in pieces: one language for all of it) and
-/// in `dictate`. The speech is Festival's Italian and Russian voices, made of recorded speech.
+/// in `dictate` (each JSON line names it). The speech is Festival's Italian and Russian voices, made of recorded speech.
 #[test]
 fn a_multilingual_whisper_added_from_the_registry_detects_and_writes_italian_and_russian() {
     let ct2 = model("whisper-base-ct2/model.bin");
@@ -1134,4 +1134,11 @@ fn a_multilingual_whisper_added_from_the_registry_detects_and_writes_italian_and
     assert!(out.status.success(), "{}", stderr(&out));
     let heard: Vec<String> = json_texts(&out);
     assert!(wer(RUSSIAN, &heard.join(" ")) <= 0.15, "{heard:?}");
+    for line in stdout(&out).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            v["language"], "ru",
+            "each line says the language heard: {line}"
+        );
+    }
 }
