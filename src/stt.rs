@@ -325,35 +325,20 @@ impl Stt {
         let workers = side_by_side.min(chunks.len() - first).max(1);
         let per_worker = (threads / workers).max(1);
         self.last_threads = self.last_threads.max(workers * per_worker);
-        let next = AtomicUsize::new(first);
-        let failed = AtomicBool::new(false);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (ctx, input, opts, chunks) = (&self.ctx, &input[..], &*opts, &chunks);
-        std::thread::scope(|scope| -> Result<(), SttError> {
-            for _ in 0..workers {
-                let tx = tx.clone();
-                let (next, failed) = (&next, &failed);
-                scope.spawn(move || {
-                    while !failed.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(i) else { break };
-                        let result = decode_piece(ctx, &input[chunk.clone()], opts, per_worker);
-                        failed.fetch_or(result.is_err(), Ordering::Relaxed);
-                        if tx.send((i, result)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(tx);
-            for (i, result) in rx {
-                let (segments, _) = result?;
-                decoded[i] = Some(segments);
+        decode_side_by_side(
+            &self.ctx,
+            &input,
+            &chunks,
+            &mut decoded,
+            first,
+            &opts,
+            workers,
+            per_worker,
+            |i| {
                 done_samples += chunks[i].len();
                 report(done_samples);
-            }
-            Ok(())
-        })?;
+            },
+        )?;
         // In order, each piece's times moved to where it starts in the recording.
         Ok(chunks
             .iter()
@@ -371,6 +356,50 @@ impl Stt {
             })
             .collect())
     }
+}
+
+/// Decodes `chunks[first..]` of `input` into `decoded[first..]` on `workers` threads of their
+/// own, each piece on `threads` threads, as each becomes free; `done(i)` is called (on this
+/// thread) as piece `i` is done. The first error stops the workers taking more pieces and is
+/// returned.
+#[allow(clippy::too_many_arguments)]
+fn decode_side_by_side(
+    ctx: &WhisperContext,
+    input: &[f32],
+    chunks: &[std::ops::Range<usize>],
+    decoded: &mut [Option<Vec<Segment>>],
+    first: usize,
+    opts: &SttOptions,
+    workers: usize,
+    threads: usize,
+    mut done: impl FnMut(usize),
+) -> Result<(), SttError> {
+    let next = AtomicUsize::new(first);
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, failed) = (&next, &failed);
+            scope.spawn(move || {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else { break };
+                    let result = decode_piece(ctx, &input[chunk.clone()], opts, threads);
+                    failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                    if tx.send((i, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for (i, result) in rx {
+            decoded[i] = Some(result?.0);
+            done(i);
+        }
+        Ok(())
+    })
 }
 
 /// One piece of a long recording, decoded on its own, as dictation decodes each utterance,
