@@ -1065,7 +1065,7 @@ const RUSSIAN: &str =
 /// adds a model: judged by its release's manifest (open-weight, refused until accepted), then
 /// it tells Italian from Russian on its own and writes each in its language, in `transcribe`
 /// (a clip, and a recording long enough to be cut in pieces: one language for all of it) and
-/// in `dictate` (each JSON line names it). The speech is Festival's Italian and Russian voices, made of recorded speech.
+/// in `dictate` (each JSON line names it) and in the agent. The speech is Festival's Italian and Russian voices, made of recorded speech.
 #[test]
 fn a_multilingual_whisper_added_from_the_registry_detects_and_writes_italian_and_russian() {
     let ct2 = model("whisper-base-ct2/model.bin");
@@ -1141,4 +1141,22 @@ fn a_multilingual_whisper_added_from_the_registry_detects_and_writes_italian_and
             "each line says the language heard: {line}"
         );
     }
+
+    // The agent hears Russian as Russian (the quick-start language model and voice are
+    // English: what they answer is not the point here).
+    let reply = dir.path().join("reply.wav");
+    let out = run(sotto_data(dir.path())
+        .args(["--stt-model", "base", "--language", "auto"])
+        .args(["agent", "--input"])
+        .arg(&russian)
+        .arg("--output")
+        .arg(&reply));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    let heard: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix("you:"))
+        .map(str::trim)
+        .collect();
+    assert!(wer(RUSSIAN, &heard.join(" ")) <= 0.15, "{}", stdout(&out));
 }
