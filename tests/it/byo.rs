@@ -1103,7 +1103,7 @@ fn a_multilingual_whisper_added_from_the_registry_detects_and_writes_italian_and
         assert!(wer(said, heard) <= 0.1, "{said:?} → {heard:?}");
     }
 
-    // 38 s of Italian with pauses: cut in pieces; the language found on the first holds for
+    // 36 s of Italian with pauses: cut in pieces; the language found on the first holds for
     // all of them.
     let gap = silence(dir.path(), "1");
     let at_16k = dir.path().join("gap16k.wav");
