@@ -284,9 +284,8 @@ impl Stt {
         self.last_threads = threads;
         self.last_language = opts.language.clone();
         if input.len() <= FIT_UP_TO_SAMPLES {
-            let mut state = self.ctx.create_state().map_err(SttError::Decode)?;
-            let segments = fitted_decode(&mut state, &input, opts, threads, progress)?;
-            self.last_language = decoded_language(&state, opts);
+            let (segments, language) = decode_piece(&self.ctx, &input, opts, threads, progress)?;
+            self.last_language = language;
             return Ok(segments);
         }
         let mut opts = std::borrow::Cow::Borrowed(opts);
@@ -310,7 +309,7 @@ impl Stt {
         if opts.language == "auto" {
             // The language is found on the first piece, alone, and the rest are decoded in it.
             let (segments, language) =
-                decode_piece(&self.ctx, &input[chunks[0].clone()], &opts, threads)?;
+                decode_piece(&self.ctx, &input[chunks[0].clone()], &opts, threads, None)?;
             self.last_language = language;
             opts.to_mut().language = self.last_language.clone();
             decoded[0] = Some(segments);
@@ -385,7 +384,7 @@ fn decode_side_by_side(
                 while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(chunk) = chunks.get(i) else { break };
-                    let result = decode_piece(ctx, &input[chunk.clone()], opts, threads);
+                    let result = decode_piece(ctx, &input[chunk.clone()], opts, threads, None);
                     failed.fetch_or(result.is_err(), Ordering::Relaxed);
                     if tx.send((i, result)).is_err() {
                         break;
@@ -402,25 +401,26 @@ fn decode_side_by_side(
     })
 }
 
-/// One piece of a long recording, decoded on its own, as dictation decodes each utterance,
-/// with the user's vocabulary as its prompt (giving it the end of the transcript before it as
-/// well, as whisper.cpp's windows have the tokens before them, made Whisper write most of a
-/// piece as one segment: the last 8, 20 or 100 words all gave jfk twice, 22 s, as one line).
-/// A state of its own, as per clip: the same piece gives the same words whatever came before
-/// it (a state kept from the piece before wrote one 23 s segment where a fresh one writes
-/// three). Returns its segments and the language it was decoded in.
+/// A clip, or one piece of a long recording, decoded on its own as dictation decodes each
+/// utterance, with the user's vocabulary as its prompt (giving a piece the end of the
+/// transcript before it as well, as whisper.cpp's windows have the tokens before them, made
+/// Whisper write most of it as one segment: the last 8, 20 or 100 words all gave jfk twice,
+/// 22 s, as one line). A state of its own: the same piece gives the same words whatever came
+/// before it (a state kept from the piece before wrote one 23 s segment where a fresh one
+/// writes three). Returns its segments and the language it was decoded in.
 fn decode_piece(
     ctx: &WhisperContext,
     piece: &[f32],
     opts: &SttOptions,
     threads: usize,
+    progress: Option<Box<dyn FnMut(i32)>>,
 ) -> Result<(Vec<Segment>, String), SttError> {
     let mut state = ctx.create_state().map_err(SttError::Decode)?;
     let segments = if piece.len() <= FIT_UP_TO_SAMPLES {
-        fitted_decode(&mut state, piece, opts, threads, None)?
+        fitted_decode(&mut state, piece, opts, threads, progress)?
     } else {
         // Speech with no pause to cut at: whisper.cpp's own 30 s windows.
-        decode(&mut state, piece, opts, threads, None, None)?
+        decode(&mut state, piece, opts, threads, None, progress)?
     };
     Ok((segments, decoded_language(&state, opts)))
 }
