@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench tts` runs criterion. `cargo bench --bench tts -- --serve` loads (and
 //! warms) the voice once and answers one JSON request per stdin line (`{"text": "..."}`) with
-//! one measured synthesis, clause by clause as `sotto say` does it: time to the first clause's
+//! one measured synthesis, clause by clause as `sotto say` does it (seams closed): time to the first clause's
 //! audio, total time and seconds of audio. scripts/compare_tts.py uses it to interleave sotto
 //! and piper-tts run by run. The voice's threads spin while they wait (as `sotto say`'s do on an
 //! idle machine, see [`tts::Waiting`]); `SOTTO_BENCH_TTS_WAITING=sleep` makes them sleep (as
@@ -51,13 +51,19 @@ fn serve() {
             Err(e) => serde_json::json!({ "error": e.to_string() }),
             Ok(req) => {
                 let mut chunker = sotto::chunker::Chunker::new();
-                let mut clauses = chunker.push(&req.text);
-                clauses.extend(chunker.finish());
+                let mut clauses = chunker.push_chunks(&req.text);
+                clauses.extend(chunker.finish_chunk());
                 let t0 = Instant::now();
                 let mut first = None;
                 let mut audio_s = 0.0;
+                let mut seams = tts::Seams::default();
                 for clause in &clauses {
-                    let speech = voice.synthesize(clause, 1.0).expect("synthesis");
+                    let mut speech = voice.synthesize(&clause.text, 1.0).expect("synthesis");
+                    seams.close(
+                        &mut speech.samples,
+                        speech.sample_rate_hz,
+                        clause.mid_clause,
+                    );
                     first.get_or_insert(t0.elapsed());
                     audio_s += speech.samples.len() as f64 / speech.sample_rate_hz as f64;
                 }

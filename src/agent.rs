@@ -306,6 +306,7 @@ pub fn run(
                         turn,
                         text,
                         first: true,
+                        mid_clause: false,
                     });
                     let _ = tts_tx.send(speak::Job::End { turn });
                 }

@@ -33,6 +33,16 @@ const ABBREVIATIONS: &[&str] = &[
     "oct", "nov", "dec", "mt", "u.s", "a.m", "p.m",
 ];
 
+/// A chunk of text to speak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub text: String,
+    /// Cut at a word boundary inside a clause (so the voice could start early, or because the
+    /// text had no punctuation for [`MAX_WORDS`] words): the clause runs on in the next chunk,
+    /// and the speech of the two should meet without a pause.
+    pub mid_clause: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct Chunker {
     pending: String,
@@ -55,13 +65,21 @@ impl Chunker {
 
     /// Adds a piece of text; returns the chunks that are now complete.
     pub fn push(&mut self, piece: &str) -> Vec<String> {
+        self.push_chunks(piece)
+            .into_iter()
+            .map(|c| c.text)
+            .collect()
+    }
+
+    /// As [`Chunker::push`], saying of each chunk whether it was cut inside a clause.
+    pub fn push_chunks(&mut self, piece: &str) -> Vec<Chunk> {
         self.pending.push_str(piece);
         let mut out = Vec::new();
-        while let Some(end) = self.boundary() {
+        while let Some((end, mid_clause)) = self.boundary() {
             let chunk: String = self.pending.drain(..end).collect();
-            let chunk = chunk.trim().to_string();
-            if !chunk.is_empty() {
-                out.push(chunk);
+            let text = chunk.trim().to_string();
+            if !text.is_empty() {
+                out.push(Chunk { text, mid_clause });
                 self.emitted_any = true;
             }
         }
@@ -75,8 +93,17 @@ impl Chunker {
         (!rest.is_empty()).then(|| rest.to_string())
     }
 
-    /// Byte index just past the first complete chunk in `pending`, if any.
-    fn boundary(&self) -> Option<usize> {
+    /// As [`Chunker::finish`], as a chunk (which ends the text, so no clause runs on).
+    pub fn finish_chunk(&mut self) -> Option<Chunk> {
+        self.finish().map(|text| Chunk {
+            text,
+            mid_clause: false,
+        })
+    }
+
+    /// Byte index just past the first complete chunk in `pending`, if any, and whether that
+    /// chunk stops inside a clause.
+    fn boundary(&self) -> Option<(usize, bool)> {
         let text = &self.pending;
         let chars: Vec<(usize, char)> = text.char_indices().collect();
         let mut words = 0;
@@ -96,15 +123,15 @@ impl Chunker {
             };
             let words_here = words + usize::from(in_word);
             if c == '\n' && words_here > 0 {
-                return Some(next_i);
+                return Some((next_i, false));
             }
             if !next.is_whitespace() {
                 continue;
             }
             let after = next_i;
             match c {
-                '.' if self.is_sentence_period(i) => return Some(after),
-                '!' | '?' | ';' => return Some(after),
+                '.' if self.is_sentence_period(i) => return Some((after, false)),
+                '!' | '?' | ';' => return Some((after, false)),
                 ',' | ':' => {
                     let min = if self.emitted_any {
                         LONG_CHUNK_WORDS
@@ -112,20 +139,20 @@ impl Chunker {
                         FIRST_CLAUSE_MIN_WORDS
                     };
                     if words_here >= min {
-                        return Some(after);
+                        return Some((after, false));
                     }
                 }
                 _ => {}
             }
             if words_here >= MAX_WORDS && c.is_alphanumeric() {
-                return Some(after);
+                return Some((after, true));
             }
             if !self.emitted_any
                 && FIRST_CHUNK_WORDS.contains(&words_here)
                 && c.is_alphanumeric()
                 && !self.ends_on_dangling_word(i + c.len_utf8())
             {
-                return Some(after);
+                return Some((after, true));
             }
         }
         None
@@ -264,6 +291,39 @@ mod tests {
             assert!(c.split_whitespace().count() <= MAX_WORDS, "{c}");
         }
         assert_eq!(out.join(" "), words.join(" "), "nothing lost");
+    }
+
+    #[test]
+    fn a_chunk_says_whether_it_was_cut_inside_a_clause() {
+        let mut c = Chunker::new();
+        let words: Vec<String> = (0..35).map(|i| format!("w{i}")).collect();
+        let text = format!(
+            "The capital of France is Paris, as you know. Lists:\n1. milk\n2. bread\n{}",
+            words.join(" ")
+        );
+        let mut got: Vec<(String, bool)> = c
+            .push_chunks(&text)
+            .into_iter()
+            .map(|c| (c.text, c.mid_clause))
+            .collect();
+        got.extend(c.finish_chunk().map(|c| (c.text, c.mid_clause)));
+        let want: Vec<(String, bool)> = [
+            // Cut early at a word boundary: the clause runs on.
+            ("The capital of France", true),
+            ("is Paris, as you know.", false),
+            ("Lists:", false),
+            ("1. milk", false),
+            ("2. bread", false),
+        ]
+        .into_iter()
+        .map(|(t, m)| (t.to_string(), m))
+        .chain([
+            // Thirty words with no punctuation: cut, and the text runs on.
+            (words[..MAX_WORDS].join(" "), true),
+            (words[MAX_WORDS..].join(" "), false),
+        ])
+        .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

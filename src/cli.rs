@@ -1394,32 +1394,40 @@ fn say(
         crate::tts::Waiting::for_a_voice_alone(),
     )?;
     let reverify = Reverify::start(&pass, None);
-    // Sentence by sentence, so playback can start after the first one.
+    // Clause by clause, so playback can start after the first one; where a clause is cut in
+    // two, its pieces' speech meets without a pause.
     let mut chunker = crate::chunker::Chunker::new();
-    let mut chunks = chunker.push(&text);
-    chunks.extend(chunker.finish());
+    let mut chunks = chunker.push_chunks(&text);
+    chunks.extend(chunker.finish_chunk());
     let t0 = Instant::now();
     let mut first_audio = None;
     let mut first_since_start = None;
     let mut audio_s = 0.0;
     let mut synth_time = std::time::Duration::ZERO;
-    let mut synth =
-        |tts: &mut crate::tts::Tts, chunk: &str| -> anyhow::Result<crate::tts::Speech> {
-            let speech = tts.synthesize(chunk, settings.speed)?;
-            first_audio.get_or_insert(t0.elapsed());
-            first_since_start.get_or_insert(process_start().elapsed());
-            synth_time += speech.took;
-            audio_s += speech.samples.len() as f64 / speech.sample_rate_hz as f64;
-            Ok(speech)
-        };
+    let mut seams = crate::tts::Seams::default();
+    let mut synth = |tts: &mut crate::tts::Tts,
+                     chunk: &crate::chunker::Chunk|
+     -> anyhow::Result<crate::tts::Speech> {
+        let mut speech = tts.synthesize(&chunk.text, settings.speed)?;
+        seams.close(&mut speech.samples, speech.sample_rate_hz, chunk.mid_clause);
+        first_audio.get_or_insert(t0.elapsed());
+        first_since_start.get_or_insert(process_start().elapsed());
+        synth_time += speech.took;
+        audio_s += speech.samples.len() as f64 / speech.sample_rate_hz as f64;
+        Ok(speech)
+    };
     match &args.output {
         Some(out) => {
+            // As Piper's own command line writes a file: 200 ms more between sentences and
+            // clauses (none inside a clause).
             let mut all = Vec::new();
             let gap = vec![0.0; tts.sample_rate_hz as usize / 5];
             for chunk in &chunks {
                 let speech = synth(&mut tts, chunk)?;
                 all.extend_from_slice(&speech.samples);
-                all.extend_from_slice(&gap);
+                if !chunk.mid_clause {
+                    all.extend_from_slice(&gap);
+                }
             }
             let dir = out
                 .parent()

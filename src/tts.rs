@@ -358,6 +358,59 @@ impl Tts {
     }
 }
 
+/// Where the speech of two chunks of one clause meets.
+///
+/// Each run of the voice speaks its text as a whole utterance, with ~40 ms of silence before
+/// the first sound and ~130 ms after the last (joe voice). Between two chunks of one clause
+/// (the chunker cuts "The capital of France" off so speech can start before the rest of the
+/// reply is written) that adds up to a ~200 ms stop where a speaker runs straight on. Fed the
+/// chunks in order, [`Seams::close`] trims the silence on both sides of such a seam to what a
+/// word boundary has; the other ends of the chunks, and chunks cut at punctuation, keep theirs.
+#[derive(Debug, Default)]
+pub struct Seams {
+    /// The last chunk stopped inside a clause.
+    open: bool,
+}
+
+/// Silence, at a seam: 60 dB under the chunk's loudest sample. Piper's pauses sit at -75 to
+/// -85 dB; a word's softest edges (a final "s", a plosive's release) stay above -50 dB.
+const SEAM_SILENCE_DB: f32 = -60.0;
+/// What a seam keeps after the last sound of the chunk before it and before the first sound of
+/// the chunk after it: already 60 dB down, it is there so no waveform is cut off mid-swing.
+/// With the quiet ends of the sounds themselves, ~50 ms of near-silence is left at the seam
+/// (joe voice, "France | is"), about a stop's closure between two words.
+const SEAM_KEEP_AFTER_MS: usize = 10;
+const SEAM_KEEP_BEFORE_MS: usize = 5;
+
+impl Seams {
+    /// Trims `samples`, the speech of the next chunk: its lead if the chunk before stopped
+    /// inside a clause, its tail if this one does (`mid_clause`).
+    pub fn close(&mut self, samples: &mut Vec<f32>, rate_hz: u32, mid_clause: bool) {
+        trim_silence(samples, rate_hz, self.open, mid_clause);
+        self.open = mid_clause;
+    }
+}
+
+/// Cuts the silence before the first sound (`head`) and after the last (`tail`) down to
+/// [`SEAM_KEEP_BEFORE_MS`] and [`SEAM_KEEP_AFTER_MS`]. Silent or empty speech is left alone.
+pub fn trim_silence(samples: &mut Vec<f32>, rate_hz: u32, head: bool, tail: bool) {
+    let peak = samples.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let floor = peak * 10f32.powf(SEAM_SILENCE_DB / 20.0);
+    let (Some(first), Some(last)) = (
+        samples.iter().position(|x| x.abs() > floor),
+        samples.iter().rposition(|x| x.abs() > floor),
+    ) else {
+        return;
+    };
+    let samples_in = |ms: usize| rate_hz as usize * ms / 1000;
+    if tail {
+        samples.truncate((last + 1 + samples_in(SEAM_KEEP_AFTER_MS)).min(samples.len()));
+    }
+    if head {
+        samples.drain(..first.saturating_sub(samples_in(SEAM_KEEP_BEFORE_MS)));
+    }
+}
+
 /// Phoneme ids as Piper was trained on them: BOS, a pad, then each phoneme followed by a
 /// pad, then EOS (piper-tts's layout; piper-rs 0.2 leaves out the pad after BOS). Phonemes the
 /// voice does not know are skipped.
@@ -463,6 +516,36 @@ mod tests {
                 ("It costs 3.50 dollars", Some('.')),
             ]
         );
+    }
+
+    #[test]
+    fn a_seam_keeps_a_word_gap_of_silence_and_the_other_ends_keep_theirs() {
+        let rate = 1000; // one sample per millisecond
+        let speech = |lead: usize, tail: usize| {
+            let mut v = vec![0.0001f32; lead];
+            v.extend((0..100).map(|i| if i % 2 == 0 { 0.5 } else { -0.5 }));
+            v.push(0.01); // a soft ending, 34 dB down: speech, not silence
+            v.extend(vec![0.0001f32; tail]);
+            v
+        };
+        let mut seams = Seams::default();
+        // "The capital of France" (cut inside the clause), "is Paris." and "Next sentence."
+        let mut cut = speech(40, 130);
+        seams.close(&mut cut, rate, true);
+        assert_eq!(cut.len(), 40 + 101 + 10, "lead kept, tail down to 10 ms");
+        let mut rest = speech(40, 130);
+        seams.close(&mut rest, rate, false);
+        assert_eq!(rest.len(), 5 + 101 + 130, "lead down to 5 ms, tail kept");
+        let mut next = speech(40, 130);
+        seams.close(&mut next, rate, false);
+        assert_eq!(
+            next.len(),
+            40 + 101 + 130,
+            "nothing trimmed after a clause's end"
+        );
+        let mut silent = vec![0.0f32; 50];
+        trim_silence(&mut silent, rate, true, true);
+        assert_eq!(silent.len(), 50);
     }
 
     #[test]

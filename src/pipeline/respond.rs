@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::coordinator::Event;
 use super::speak;
 use super::{LiveTurn, StageError, TurnId};
-use crate::chunker::Chunker;
+use crate::chunker::{Chunk, Chunker};
 use crate::commands::Invocation;
 
 /// Longest the worker pauses for its first clause to be synthesized.
@@ -144,16 +144,16 @@ impl Shaper {
     }
 
     /// Takes a piece of the stream; returns the clauses it completes (none once full).
-    pub fn push(&mut self, piece: &str) -> Vec<String> {
+    pub fn push(&mut self, piece: &str) -> Vec<Chunk> {
         let mut out = Vec::new();
-        for clause in self.chunker.push(piece) {
+        for clause in self.chunker.push_chunks(piece) {
             if self.full() {
                 break;
             }
-            if clause.ends_with(['.', '!', '?']) {
+            if clause.text.ends_with(['.', '!', '?']) {
                 self.sentences += 1;
             }
-            self.spoken.push_str(&clause);
+            self.spoken.push_str(&clause.text);
             self.spoken.push(' ');
             out.push(clause);
         }
@@ -212,7 +212,7 @@ pub fn run(
                 let mut shaper = Shaper::new(max_sentences);
                 let mut first = true;
                 let mut first_token = true;
-                let speak = |clause: String, first: &mut bool| {
+                let speak = |clause: Chunk, first: &mut bool| {
                     if *first {
                         let _ = events.send(Event::FirstClause {
                             turn,
@@ -221,8 +221,9 @@ pub fn run(
                     }
                     let _ = clauses.send(speak::Job::Speak {
                         turn,
-                        text: clause,
+                        text: clause.text,
                         first: *first,
+                        mid_clause: clause.mid_clause,
                     });
                     *first = false;
                 };
@@ -252,7 +253,11 @@ pub fn run(
                     }
                 })?;
                 if live.is(turn) {
-                    if let Some(rest) = shaper.finish() {
+                    if let Some(text) = shaper.finish() {
+                        let rest = Chunk {
+                            text,
+                            mid_clause: false,
+                        };
                         speak(rest, &mut first);
                     }
                     let _ = clauses.send(speak::Job::End { turn });
@@ -279,7 +284,7 @@ mod tests {
         let mut s = Shaper::new(max);
         let mut clauses = Vec::new();
         for p in pieces {
-            clauses.extend(s.push(p));
+            clauses.extend(s.push(p).into_iter().map(|c| c.text));
         }
         clauses.extend(s.finish());
         (clauses, s.spoken)

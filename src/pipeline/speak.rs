@@ -1,6 +1,8 @@
 //! The voice as a stage: the "tts" thread owns the voice, synthesizes each clause of the live
 //! turn as it arrives and hands the audio to playback. Clauses of a turn that is no longer live
-//! are skipped. When nothing more is waiting it lets the voice give working memory back.
+//! are skipped. Where the chunker cut a clause in two, the silence between the two pieces'
+//! speech is trimmed ([`crate::tts::Seams`]). When nothing more is waiting it lets the voice
+//! give working memory back.
 
 use std::time::Instant;
 
@@ -37,11 +39,13 @@ impl Voice for Piper {
 }
 
 pub enum Job {
-    /// `first`: the turn's first clause (its synthesis time is reported).
+    /// `first`: the turn's first clause (its synthesis time is reported). `mid_clause`: the
+    /// text stops inside a clause, which the next job of the turn continues.
     Speak {
         turn: TurnId,
         text: String,
         first: bool,
+        mid_clause: bool,
     },
     /// The turn has nothing more to say.
     End { turn: TurnId },
@@ -55,15 +59,28 @@ pub fn run(
     events: &Sender<Event>,
     audio: &Sender<play::Job>,
 ) -> Result<(), StageError> {
+    // The seams of the turn being spoken.
+    let mut seams: Option<(TurnId, crate::tts::Seams)> = None;
     for job in jobs.iter() {
         match job {
-            Job::Speak { turn, text, first } => {
+            Job::Speak {
+                turn,
+                text,
+                first,
+                mid_clause,
+            } => {
                 if !live.is(turn) {
                     continue;
                 }
                 let _span = tracing::info_span!("turn", turn = turn.get()).entered();
                 let t0 = Instant::now();
-                let (samples, rate_hz) = voice.synthesize(&text)?;
+                let (mut samples, rate_hz) = voice.synthesize(&text)?;
+                if seams.as_ref().is_none_or(|(t, _)| *t != turn) {
+                    seams = Some((turn, crate::tts::Seams::default()));
+                }
+                if let Some((_, seams)) = seams.as_mut() {
+                    seams.close(&mut samples, rate_hz, mid_clause);
+                }
                 let synth_ms = t0.elapsed().as_millis() as u64;
                 tracing::debug!(stage = "tts", ms = synth_ms, text, "clause synthesized");
                 if first {

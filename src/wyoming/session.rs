@@ -295,29 +295,36 @@ impl Session<'_> {
     }
 
     /// Speaks `text` sentence by sentence: `audio-start`, the chunks of each sentence as soon
-    /// as it is synthesized, `audio-stop`.
+    /// as it is synthesized, `audio-stop`. A sentence too long to wait for is cut at a word
+    /// boundary, and its pieces' speech meets without a pause.
     fn synthesize(&mut self, text: &str) -> std::io::Result<()> {
         let mut chunker = Chunker::sentences();
-        let mut sentences = chunker.push(text);
-        sentences.extend(chunker.finish());
+        let mut sentences = chunker.push_chunks(text);
+        sentences.extend(chunker.finish_chunk());
         let rate = self.shared.tts_rate_hz;
         let format = json!({"rate": rate, "width": 2, "channels": 1});
         let mut started = false;
+        let mut seams = crate::tts::Seams::default();
         for sentence in sentences {
             let (tx, rx) = crossbeam_channel::bounded(1);
             let job = TtsJob {
-                text: sentence,
+                text: sentence.text,
                 gone: self.gone.clone(),
                 reply: tx,
             };
             if let Err(refused) = submit(&self.shared.tts, "tts", job) {
                 return self.send(&refused.event());
             }
-            let speech = match rx.recv() {
+            let mut speech = match rx.recv() {
                 Ok(Ok(s)) => s,
                 Ok(Err(msg)) => return self.send(&error_event("tts-failed", &msg)),
                 Err(_) => return self.send(&error_event("tts-failed", "the engine stopped")),
             };
+            seams.close(
+                &mut speech.samples,
+                speech.sample_rate_hz,
+                sentence.mid_clause,
+            );
             if !started {
                 self.send(&Event::new("audio-start", format.clone()))?;
                 started = true;

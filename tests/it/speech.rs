@@ -143,3 +143,88 @@ fn say_plays_through_the_default_output_device() {
     let w = wer("Good morning, and welcome to the weekly meeting.", &heard);
     assert!(w <= 0.25, "heard {heard:?} (WER {:.0}%)", w * 100.0);
 }
+
+/// The chunker cuts a reply's first clause early ("The capital of France" | "is Paris, not
+/// France itself.") so the voice can start before the rest is written. Spoken apart, each
+/// piece ends and starts as a whole utterance does, a stop where a speaker runs on; with the
+/// seam closed (as the agent, `say` and Wyoming join them) only a word's gap is left, and
+/// Whisper still hears every word.
+#[test]
+fn a_clause_cut_for_early_speech_runs_on_without_a_pause_and_loses_no_word() {
+    use sotto::chunker::{Chunk, Chunker};
+    let onnx = model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    let whisper = model(sotto::models::WHISPER_GGML);
+    let cache = tempfile::tempdir().unwrap();
+    // SAFETY: nextest runs each test in a process of its own; no other thread is running yet.
+    unsafe { std::env::set_var("SOTTO_CACHE_DIR", cache.path()) };
+    sotto::tts::locate_espeak_data();
+    let policy = sotto::audit::Policy {
+        minimum: sotto::audit::verdict::Osaid::OpenWeight,
+        ..Default::default()
+    };
+    let mut ctx = sotto::audit::AuditContext::new(&models_dir());
+    let pass = sotto::audit::gate(
+        &mut ctx,
+        &policy,
+        &["piper-en_US-joe-medium", "whisper-tiny.en"],
+    )
+    .unwrap()
+    .expect("both are at least open-weight");
+    let runtime = sotto::tts::default_runtime_path(&models_dir());
+    let mut tts =
+        sotto::tts::Tts::load(&pass, &onnx, &runtime, sotto::tts::Waiting::Sleep).unwrap();
+    let rate = tts.sample_rate_hz;
+
+    let text = "The capital of France is Paris, not France itself.";
+    let mut chunker = Chunker::new();
+    let mut chunks = chunker.push_chunks(text);
+    chunks.extend(chunker.finish_chunk());
+    assert_eq!(
+        chunks,
+        vec![
+            Chunk {
+                text: "The capital of France".into(),
+                mid_clause: true
+            },
+            Chunk {
+                text: "is Paris, not France itself.".into(),
+                mid_clause: false
+            },
+        ]
+    );
+    let apart: Vec<Vec<f32>> = chunks
+        .iter()
+        .map(|c| tts.synthesize(&c.text, 1.0).unwrap().samples)
+        .collect();
+    let mut seams = sotto::tts::Seams::default();
+    let mut closed = apart.clone();
+    for (samples, chunk) in closed.iter_mut().zip(&chunks) {
+        seams.close(samples, rate, chunk.mid_clause);
+    }
+
+    // The pause at the seam: the samples on either side of it quieter than 40 dB under the
+    // loudest, in milliseconds.
+    let pause_ms = |before: &[f32], after: &[f32]| {
+        let peak = before.iter().chain(after).fold(0f32, |m, x| m.max(x.abs()));
+        let quiet = |x: &&f32| x.abs() < peak / 100.0;
+        let n =
+            before.iter().rev().take_while(quiet).count() + after.iter().take_while(quiet).count();
+        n as u64 * 1000 / rate as u64
+    };
+    let apart_ms = pause_ms(&apart[0], &apart[1]);
+    let closed_ms = pause_ms(&closed[0], &closed[1]);
+    eprintln!("pause at the cut: {apart_ms} ms apart, {closed_ms} ms with the seam closed");
+    assert!(apart_ms >= 150, "apart: {apart_ms} ms");
+    assert!(closed_ms <= 70, "closed: {closed_ms} ms");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("joined.wav");
+    sotto::audio::write_wav(&wav, &closed.concat(), rate).unwrap();
+    let audio = sotto::audio::read_for_whisper(&wav).unwrap();
+    let mut stt = sotto::stt::Stt::load(&pass, &whisper).unwrap();
+    let segments = stt
+        .transcribe(&audio.samples, &sotto::stt::SttOptions::default(), None)
+        .unwrap();
+    let heard = sotto::transcript::plain_text(&segments);
+    assert_eq!(wer(text, &heard), 0.0, "heard {heard:?}");
+}
