@@ -10,7 +10,9 @@ busy machine). Quiet, then with one
 core kept busy by another process (--no-busy skips that). Time to first audio is from the start of synthesis to
 the first chunk of samples (sotto: its first clause, as `sotto say` speaks it; piper-tts: its
 first sentence, as PiperVoice.synthesize yields it); the real-time factor is synthesis time
-over the audio's duration.
+over the audio's duration. sotto's audio for the same text is a little shorter where `say` cuts
+a clause early for its first audio and closes the seam, so the time each side takes for the
+whole text is printed too.
 
 Cold against cold: a fresh process each run, timed from its start: `sotto say --stats -o` (which
 reports first audio after process start) against a Python process that imports piper, loads
@@ -60,13 +62,14 @@ def warm(servers: dict[str, BenchServer], voice, runs: int, label: str) -> None:
     rate = voice.config.sample_rate
     print(f"\nwarm against warm, {label} (median of {runs} interleaved runs): {load()}")
     print(f"{'text':<10} {'sotto':<6} {'sotto TTFA ms':>14} {'piper-tts TTFA ms':>18} {'ratio':>6} "
-          f"{'sotto RTF':>10} {'piper-tts RTF':>14} {'ratio':>6}")
+          f"{'sotto RTF':>10} {'piper-tts RTF':>14} {'ratio':>6} {'sotto ms':>9} {'piper-tts ms':>13} "
+          f"{'ratio':>6}")
     for name, text in TEXTS.items():
         def sotto():
             answers = {}
             for mode, server in servers.items():
                 r = server.run({"text": text})
-                answers[mode] = (r["first_audio_s"], r["total_s"] / r["audio_s"])
+                answers[mode] = (r["first_audio_s"], r["total_s"] / r["audio_s"], r["total_s"])
             return answers
 
         def reference():
@@ -76,15 +79,19 @@ def warm(servers: dict[str, BenchServer], voice, runs: int, label: str) -> None:
             for chunk in voice.synthesize(text):
                 first = first or time.perf_counter() - t0
                 samples += len(chunk.audio_float_array)
-            return first, (time.perf_counter() - t0) / (samples / rate)
+            total = time.perf_counter() - t0
+            return first, total / (samples / rate), total
 
         s, p = interleave(sotto, reference, runs)
         p_ttfa, p_rtf = median(x[0] for x in p) * 1000, median(x[1] for x in p)
+        p_ms = median(x[2] for x in p) * 1000
         for mode in servers:
             s_ttfa = median(x[mode][0] for x in s) * 1000
             s_rtf = median(x[mode][1] for x in s)
+            s_ms = median(x[mode][2] for x in s) * 1000
             print(f"{name:<10} {mode:<6} {s_ttfa:>14.0f} {p_ttfa:>18.0f} {p_ttfa / s_ttfa:>6.2f} "
-                  f"{s_rtf:>10.3f} {p_rtf:>14.3f} {p_rtf / s_rtf:>6.2f}")
+                  f"{s_rtf:>10.3f} {p_rtf:>14.3f} {p_rtf / s_rtf:>6.2f} {s_ms:>9.0f} {p_ms:>13.0f} "
+                  f"{p_ms / s_ms:>6.2f}")
     print(f"{load()} (after); ratios are piper-tts / sotto (> 1: sotto faster); `sotto say` "
           f"spins on an idle machine and sleeps on a busy one; the agent and serve sleep")
 
