@@ -4,7 +4,8 @@
 //! `cargo bench --bench transcribe -- --serve` loads the model once and answers one JSON request
 //! per stdin line (`{"wav": "PATH", "beam": 5}`) with one measured transcription:
 //! scripts/compare_stt.py uses it to interleave sotto and faster-whisper run by run.
-//! Threads: SOTTO_BENCH_THREADS, default all cores.
+//! Threads: SOTTO_BENCH_THREADS, default all cores. SOTTO_BENCH_STT=NAME measures a model added
+//! with `sotto models add` (e.g. a multilingual Whisper) instead of the quick-start tiny.en.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -22,16 +23,28 @@ fn threads() -> usize {
 
 fn load() -> Stt {
     let models = ModelsDir::resolve(None);
-    let model = models.path(models::WHISPER_GGML);
-    // The engine only loads after the audit; the bench admits open-weight models.
+    let (id, model) = match std::env::var("SOTTO_BENCH_STT") {
+        Ok(name) => {
+            let (dir, record) = sotto::models::user::find(&name)
+                .unwrap_or_else(|| panic!("{name}: not a model added with `sotto models add`"));
+            let file = record.files.first().expect("model.toml lists its file");
+            (name, dir.join(&file.path))
+        }
+        Err(_) => (
+            "whisper-tiny.en".to_string(),
+            models.path(models::WHISPER_GGML),
+        ),
+    };
+    // The engine only loads after the audit; the bench admits open-weight models (a model
+    // brought by the user also needs its exception: `sotto audit accept NAME`).
     let policy = sotto::audit::Policy {
         minimum: sotto::audit::verdict::Osaid::OpenWeight,
         ..Default::default()
     };
     let mut ctx = sotto::audit::AuditContext::new(&models.root);
-    let pass = sotto::audit::gate(&mut ctx, &policy, &["whisper-tiny.en"])
+    let pass = sotto::audit::gate(&mut ctx, &policy, &[id.as_str()])
         .expect("run scripts/setup first")
-        .expect("whisper-tiny.en is open-weight");
+        .unwrap_or_else(|_| panic!("{id} is not admitted: at least open-weight, and accepted"));
     Stt::load(&pass, &model).expect("run scripts/setup first")
 }
 

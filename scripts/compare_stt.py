@@ -9,7 +9,12 @@ sides are warm (sotto: `cargo bench --bench transcribe -- --serve`, the model lo
 faster-whisper: one WhisperModel per compute type) and run alternately, run by run; medians of
 --runs, greedy and beam 5, quiet and with one core kept busy by another process.
 
+A model brought by the user is compared the same way: `--stt-model NAME --ct2-dir DIR`, NAME
+added with `sotto models add DIR --name NAME` (and accepted) from the CTranslate2 directory DIR
+faster-whisper reads, e.g. the multilingual base `scripts/setup --with-multilingual` fetches.
+
 Usage: python3 scripts/compare_stt.py [--threads N] [--runs R] [--no-busy] [--compute-types float32,int8]
+                                      [--stt-model NAME --ct2-dir DIR]
 Needs: `pip install faster-whisper` in the Python that runs this; espeak-ng and sox.
 """
 from __future__ import annotations
@@ -106,7 +111,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-busy", action="store_true")
     ap.add_argument("--compute-types", default="float32,int8")
+    ap.add_argument("--stt-model", help="a Whisper model added with `sotto models add`")
+    ap.add_argument("--ct2-dir", type=Path, default=CT2_DIR,
+                    help="the CTranslate2 directory faster-whisper reads (the same weights)")
     args = ap.parse_args()
+    if args.stt_model and args.ct2_dir == CT2_DIR:
+        ap.error("--stt-model needs --ct2-dir: the CTranslate2 directory it was added from")
 
     import faster_whisper  # noqa: imported late so --help works without it
     import ctranslate2
@@ -118,12 +128,14 @@ def main() -> None:
         jfk_ref = jfk_ref.read_text() if jfk_ref.exists() else ""
         inputs = [("jfk.wav 11 s", ROOT / "assets" / "jfk.wav", jfk_ref),
                   ("espeak 60 s", long, LONG_TEXT)]
-        models = {ct: faster_whisper.WhisperModel(str(CT2_DIR), device="cpu", compute_type=ct,
+        models = {ct: faster_whisper.WhisperModel(str(args.ct2_dir), device="cpu", compute_type=ct,
                                                   cpu_threads=args.threads, num_workers=1)
                   for ct in args.compute_types.split(",")}
         print(f"faster-whisper {faster_whisper.__version__} (CTranslate2 {ctranslate2.__version__}); "
-              f"threads {args.threads}; median of {args.runs} interleaved runs, warm")
-        server = BenchServer("transcribe", args.threads)
+              f"threads {args.threads}; median of {args.runs} interleaved runs, warm; "
+              f"model {args.stt_model or 'whisper-tiny.en'} ({args.ct2_dir.name})")
+        extra = {"SOTTO_BENCH_STT": args.stt_model} if args.stt_model else None
+        server = BenchServer("transcribe", args.threads, extra)
         try:
             compare(server, models, inputs, args, "quiet")
             if not args.no_busy:
