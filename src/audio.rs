@@ -409,6 +409,11 @@ pub fn read_for_whisper(path: &Path) -> Result<Clip, AudioError> {
     })
 }
 
+/// A sample as 16-bit PCM (clipped to full scale).
+pub fn to_i16(x: f32) -> i16 {
+    (x.clamp(-1.0, 1.0) * i16::MAX as f32) as i16
+}
+
 /// Writes mono f32 audio as a 16-bit PCM WAV file.
 pub fn write_wav(path: &Path, samples: &[f32], sample_rate_hz: u32) -> Result<(), AudioError> {
     let spec = hound::WavSpec {
@@ -423,8 +428,7 @@ pub fn write_wav(path: &Path, samples: &[f32], sample_rate_hz: u32) -> Result<()
     };
     let mut w = hound::WavWriter::create(path, spec).map_err(werr)?;
     for &s in samples {
-        w.write_sample((s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16)
-            .map_err(werr)?;
+        w.write_sample(to_i16(s)).map_err(werr)?;
     }
     w.finalize().map_err(werr)
 }

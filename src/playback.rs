@@ -5,9 +5,9 @@
 //! - [`Speaker`], the default device through rodio. Audio is resampled to the device's own
 //!   rate here, so what is heard does not depend on the backend's converter.
 //! - [`Recorder`], for headless use and tests: a virtual speaker that "plays" in real time
-//!   against the wall clock and keeps the timeline in memory. A stop cuts the timeline at the
-//!   current instant, so the WAV it writes holds exactly what a listener would have heard, at
-//!   the moment they would have heard it.
+//!   against the wall clock and writes the timeline to a WAV file as it plays. A stop cuts the
+//!   timeline at the current instant, so the file holds exactly what a listener would have
+//!   heard, at the moment they would have heard it.
 //!
 //! Both are used from one thread (rodio's device handle is not `Send` on every platform, so
 //! the playback thread opens its output itself).
@@ -125,11 +125,25 @@ impl Output for Speaker {
 }
 
 /// A virtual speaker that plays against the wall clock and writes the timeline to a WAV file.
+///
+/// What has played is written as it plays (under a temporary name beside the file, renamed by
+/// `finish`); only what is queued and not yet played is held in memory, so an hour of
+/// headless agent costs no more than one reply.
 pub struct Recorder {
     path: PathBuf,
     sample_rate_hz: u32,
     started: Instant,
-    timeline: Vec<f32>,
+    /// The file being written, made at the first write.
+    file: Option<(
+        tempfile::NamedTempFile,
+        hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+    )>,
+    /// Samples of the timeline in the file.
+    written: usize,
+    /// The timeline from `written` on: queued, not played yet.
+    queued: Vec<f32>,
+    /// A write that failed where it could not be reported (`stop`): reported by `finish`.
+    failed: Option<PlaybackError>,
 }
 
 impl Recorder {
@@ -144,7 +158,10 @@ impl Recorder {
             path: path.to_path_buf(),
             sample_rate_hz,
             started,
-            timeline: Vec::new(),
+            file: None,
+            written: 0,
+            queued: Vec::new(),
+            failed: None,
         }
     }
 
@@ -157,46 +174,115 @@ impl Recorder {
         self.started + Duration::from_secs_f64(sample as f64 / self.sample_rate_hz as f64)
     }
 
-    pub fn timeline(&self) -> &[f32] {
-        &self.timeline
+    /// Where the timeline ends: after the last queued sample.
+    fn end(&self) -> usize {
+        self.written + self.queued.len()
+    }
+
+    /// Writes what has played by sample `now` to the file.
+    fn play_until(&mut self, now: usize) -> Result<(), PlaybackError> {
+        let played = now.saturating_sub(self.written).min(self.queued.len());
+        let samples: Vec<f32> = self.queued.drain(..played).collect();
+        self.write(&samples)
+    }
+
+    fn write(&mut self, samples: &[f32]) -> Result<(), PlaybackError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let failed = |source| PlaybackError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        if self.file.is_none() {
+            let dir = self
+                .path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: self.sample_rate_hz,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let file = tmp.reopen().map_err(failed)?;
+            let writer = hound::WavWriter::new(std::io::BufWriter::new(file), spec)
+                .map_err(|e| failed(std::io::Error::other(e)))?;
+            self.file = Some((tmp, writer));
+        }
+        let Some((_, writer)) = self.file.as_mut() else {
+            unreachable!("made just above");
+        };
+        for &x in samples {
+            writer
+                .write_sample(audio::to_i16(x))
+                .map_err(|e| failed(std::io::Error::other(e)))?;
+        }
+        self.written += samples.len();
+        Ok(())
     }
 }
 
 impl Output for Recorder {
     fn queue(&mut self, samples: &[f32], rate_hz: u32) -> Result<Instant, PlaybackError> {
         let now = self.now_sample();
-        if self.timeline.len() < now {
-            self.timeline.resize(now, 0.0);
+        self.play_until(now)?;
+        if self.end() < now {
+            // Nothing was playing: silence up to now.
+            self.write(&vec![0.0; now - self.end()])?;
         }
-        let start = self.timeline.len();
+        let start = self.end();
         let resampled = audio::resample(samples, rate_hz, self.sample_rate_hz)?;
-        self.timeline.extend_from_slice(&resampled);
+        self.queued.extend_from_slice(&resampled);
         Ok(self.at(start))
     }
 
     fn idle(&self) -> bool {
-        self.now_sample() >= self.timeline.len()
+        self.now_sample() >= self.end()
     }
 
     fn stop(&mut self) {
         let now = self.now_sample();
-        self.timeline.truncate(now);
+        if let Err(e) = self.play_until(now) {
+            self.failed.get_or_insert(e);
+        }
+        self.queued.clear();
     }
 
-    fn finish(self: Box<Self>) -> Result<(), PlaybackError> {
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let write = |source| PlaybackError::Write {
+    fn finish(mut self: Box<Self>) -> Result<(), PlaybackError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        // What is still queued plays out.
+        let rest = std::mem::take(&mut self.queued);
+        self.write(&rest)?;
+        let failed = |source| PlaybackError::Write {
             path: self.path.clone(),
             source,
         };
-        // Written whole under a temporary name, then renamed: never a half file.
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
-        audio::write_wav(tmp.path(), &self.timeline, self.sample_rate_hz)?;
-        tmp.persist(&self.path).map_err(|e| write(e.error))?;
+        let tmp = match self.file.take() {
+            Some((tmp, writer)) => {
+                writer
+                    .finalize()
+                    .map_err(|e| failed(std::io::Error::other(e)))?;
+                tmp
+            }
+            // Nothing was said: an empty WAV.
+            None => {
+                let dir = self
+                    .path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+                audio::write_wav(tmp.path(), &[], self.sample_rate_hz)?;
+                tmp
+            }
+        };
+        // Renamed only once whole: never a half file under the user's name.
+        tmp.persist(&self.path).map_err(|e| failed(e.error))?;
         Ok(())
     }
 }
@@ -205,10 +291,21 @@ impl Output for Recorder {
 mod tests {
     use super::*;
 
+    /// The WAV a recorder wrote, as samples in [-1, 1] (hound: the recorder's 1 kHz test rate
+    /// is below what `audio::read_wav` accepts).
+    fn written(path: &Path) -> Vec<f32> {
+        hound::WavReader::open(path)
+            .unwrap()
+            .samples::<i16>()
+            .map(|x| x.unwrap() as f32 / i16::MAX as f32)
+            .collect()
+    }
+
     #[test]
     fn the_recorder_plays_in_real_time_and_a_stop_cuts_what_is_queued() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Recorder::new(&dir.path().join("out.wav"), 1000);
+        let path = dir.path().join("out.wav");
+        let mut r = Box::new(Recorder::new(&path, 1000));
         let starts = r.queue(&vec![0.5; 2000], 1000).unwrap(); // 2 s
         assert!(starts <= Instant::now());
         assert!(!r.idle());
@@ -216,13 +313,29 @@ mod tests {
         assert!(second >= starts + Duration::from_millis(1990));
         std::thread::sleep(Duration::from_millis(100));
         r.stop();
-        let len = r.timeline().len();
+        let len = r.end();
         assert!((90..400).contains(&len), "cut at {len}");
         assert!(r.idle());
         // The next clip starts now, after silence, not after the dropped audio.
         std::thread::sleep(Duration::from_millis(50));
         r.queue(&[1.0; 10], 1000).unwrap();
-        assert!(r.timeline().len() >= len + 40);
-        assert_eq!(r.timeline()[len + 20], 0.0);
+        assert!(r.end() >= len + 50);
+        // What has played is on disk, not in memory.
+        assert_eq!(r.queued.len(), 10);
+        assert!(!path.exists(), "the file appears whole, at the end");
+        r.finish().unwrap();
+        let heard = written(&path);
+        assert!(heard.len() >= len + 50, "{}", heard.len());
+        assert!((heard[len / 2] - 0.5).abs() < 1e-3);
+        assert_eq!(heard[len + 20], 0.0);
+        assert!(heard[heard.len() - 10..].iter().all(|&x| x > 0.99));
+    }
+
+    #[test]
+    fn a_recorder_that_heard_nothing_writes_an_empty_wav() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.wav");
+        Box::new(Recorder::new(&path, 16_000)).finish().unwrap();
+        assert!(written(&path).is_empty());
     }
 }

@@ -393,7 +393,7 @@ impl Seams {
 
 /// Cuts the silence before the first sound (`head`) and after the last (`tail`) down to
 /// [`SEAM_KEEP_BEFORE_MS`] and [`SEAM_KEEP_AFTER_MS`]. Silent or empty speech is left alone.
-pub fn trim_silence(samples: &mut Vec<f32>, rate_hz: u32, head: bool, tail: bool) {
+fn trim_silence(samples: &mut Vec<f32>, rate_hz: u32, head: bool, tail: bool) {
     let peak = samples.iter().fold(0f32, |m, x| m.max(x.abs()));
     let floor = peak * 10f32.powf(SEAM_SILENCE_DB / 20.0);
     let (Some(first), Some(last)) = (

@@ -94,7 +94,7 @@ impl WebrtcDetector {
             self.silent_run = 0;
         }
         for (o, s) in self.buf.iter_mut().zip(frame) {
-            *o = (s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16;
+            *o = crate::audio::to_i16(*s);
         }
         self.vad
             .is_voice_segment(&self.buf[..frame.len().min(FRAME_SAMPLES)])
