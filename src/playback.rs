@@ -147,7 +147,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// The file is written by `finish`; the caller has checked it may be (re)placed.
+    /// The file appears at `finish` (written beside it until then); the caller has checked it
+    /// may be (re)placed.
     pub fn new(path: &Path, sample_rate_hz: u32) -> Self {
         Self::with_start(path, sample_rate_hz, Instant::now())
     }
@@ -186,40 +187,50 @@ impl Recorder {
         self.write(&samples)
     }
 
-    fn write(&mut self, samples: &[f32]) -> Result<(), PlaybackError> {
-        if samples.is_empty() {
-            return Ok(());
-        }
-        let failed = |source| PlaybackError::Write {
+    fn failed(&self, source: std::io::Error) -> PlaybackError {
+        PlaybackError::Write {
             path: self.path.clone(),
             source,
-        };
+        }
+    }
+
+    /// The WAV being written, made (under a temporary name beside the file) at the first call.
+    fn writer(
+        &mut self,
+    ) -> Result<&mut hound::WavWriter<std::io::BufWriter<std::fs::File>>, PlaybackError> {
         if self.file.is_none() {
             let dir = self
                 .path
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
+            let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| self.failed(e))?;
             let spec = hound::WavSpec {
                 channels: 1,
                 sample_rate: self.sample_rate_hz,
                 bits_per_sample: 16,
                 sample_format: hound::SampleFormat::Int,
             };
-            let file = tmp.reopen().map_err(failed)?;
+            let file = tmp.reopen().map_err(|e| self.failed(e))?;
             let writer = hound::WavWriter::new(std::io::BufWriter::new(file), spec)
-                .map_err(|e| failed(std::io::Error::other(e)))?;
+                .map_err(|e| self.failed(std::io::Error::other(e)))?;
             self.file = Some((tmp, writer));
         }
-        let Some((_, writer)) = self.file.as_mut() else {
-            unreachable!("made just above");
-        };
-        for &x in samples {
-            writer
-                .write_sample(audio::to_i16(x))
-                .map_err(|e| failed(std::io::Error::other(e)))?;
+        match self.file.as_mut() {
+            Some((_, writer)) => Ok(writer),
+            None => unreachable!("made just above"),
         }
+    }
+
+    fn write(&mut self, samples: &[f32]) -> Result<(), PlaybackError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let writer = self.writer()?;
+        let written: Result<(), hound::Error> = samples
+            .iter()
+            .try_for_each(|&x| writer.write_sample(audio::to_i16(x)));
+        written.map_err(|e| self.failed(std::io::Error::other(e)))?;
         self.written += samples.len();
         Ok(())
     }
@@ -255,34 +266,18 @@ impl Output for Recorder {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        // What is still queued plays out.
+        // What is still queued plays out; a recorder that heard nothing writes an empty WAV.
         let rest = std::mem::take(&mut self.queued);
         self.write(&rest)?;
-        let failed = |source| PlaybackError::Write {
-            path: self.path.clone(),
-            source,
+        self.writer()?;
+        let Some((tmp, writer)) = self.file.take() else {
+            unreachable!("made just above");
         };
-        let tmp = match self.file.take() {
-            Some((tmp, writer)) => {
-                writer
-                    .finalize()
-                    .map_err(|e| failed(std::io::Error::other(e)))?;
-                tmp
-            }
-            // Nothing was said: an empty WAV.
-            None => {
-                let dir = self
-                    .path
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                let tmp = tempfile::NamedTempFile::new_in(dir).map_err(failed)?;
-                audio::write_wav(tmp.path(), &[], self.sample_rate_hz)?;
-                tmp
-            }
-        };
+        writer
+            .finalize()
+            .map_err(|e| self.failed(std::io::Error::other(e)))?;
         // Renamed only once whole: never a half file under the user's name.
-        tmp.persist(&self.path).map_err(|e| failed(e.error))?;
+        tmp.persist(&self.path).map_err(|e| self.failed(e.error))?;
         Ok(())
     }
 }
