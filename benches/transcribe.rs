@@ -36,7 +36,7 @@ fn load() -> Stt {
         ),
     };
     // The engine only loads after the audit; the bench admits open-weight models (a model
-    // brought by the user also needs its exception: `sotto audit accept NAME`).
+    // brought by the user too, when the audit finds it at least open-weight).
     let policy = sotto::audit::Policy {
         minimum: sotto::audit::verdict::Osaid::OpenWeight,
         ..Default::default()
@@ -44,7 +44,9 @@ fn load() -> Stt {
     let mut ctx = sotto::audit::AuditContext::new(&models.root);
     let pass = sotto::audit::gate(&mut ctx, &policy, &[id.as_str()])
         .expect("run scripts/setup first")
-        .unwrap_or_else(|_| panic!("{id} is not admitted: at least open-weight, and accepted"));
+        .unwrap_or_else(|_| {
+            panic!("{id} is not admitted: the audit does not find it at least open-weight")
+        });
     Stt::load(&pass, &model).expect("run scripts/setup first")
 }
 

@@ -10,7 +10,7 @@ faster-whisper: one WhisperModel per compute type) and run alternately, run by r
 --runs, greedy and beam 5, quiet and with one core kept busy by another process.
 
 A model brought by the user is compared the same way: `--stt-model NAME --ct2-dir DIR`, NAME
-added with `sotto models add DIR --name NAME` (and accepted) from the CTranslate2 directory DIR
+added with `sotto models add DIR --name NAME` from the CTranslate2 directory DIR
 faster-whisper reads, e.g. the multilingual base `scripts/setup --with-multilingual` fetches.
 
 Usage: python3 scripts/compare_stt.py [--threads N] [--runs R] [--no-busy] [--compute-types float32,int8]
