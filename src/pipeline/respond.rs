@@ -161,9 +161,9 @@ impl Shaper {
     }
 
     /// The end of the stream: what is left, if the reply may still speak.
-    pub fn finish(&mut self) -> Option<String> {
-        let rest = self.chunker.finish().filter(|_| !self.full())?;
-        self.spoken.push_str(&rest);
+    pub fn finish(&mut self) -> Option<Chunk> {
+        let rest = self.chunker.finish_chunk().filter(|_| !self.full())?;
+        self.spoken.push_str(&rest.text);
         Some(rest)
     }
 }
@@ -253,11 +253,7 @@ pub fn run(
                     }
                 })?;
                 if live.is(turn) {
-                    if let Some(text) = shaper.finish() {
-                        let rest = Chunk {
-                            text,
-                            mid_clause: false,
-                        };
+                    if let Some(rest) = shaper.finish() {
                         speak(rest, &mut first);
                     }
                     let _ = clauses.send(speak::Job::End { turn });
@@ -286,7 +282,7 @@ mod tests {
         for p in pieces {
             clauses.extend(s.push(p).into_iter().map(|c| c.text));
         }
-        clauses.extend(s.finish());
+        clauses.extend(s.finish().map(|c| c.text));
         (clauses, s.spoken)
     }
 
