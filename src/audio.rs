@@ -414,14 +414,19 @@ pub fn to_i16(x: f32) -> i16 {
     (x.clamp(-1.0, 1.0) * i16::MAX as f32) as i16
 }
 
-/// Writes mono f32 audio as a 16-bit PCM WAV file.
-pub fn write_wav(path: &Path, samples: &[f32], sample_rate_hz: u32) -> Result<(), AudioError> {
-    let spec = hound::WavSpec {
+/// The WAV format sotto writes: mono 16-bit PCM.
+pub fn pcm16_mono(sample_rate_hz: u32) -> hound::WavSpec {
+    hound::WavSpec {
         channels: 1,
         sample_rate: sample_rate_hz,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
-    };
+    }
+}
+
+/// Writes mono f32 audio as a 16-bit PCM WAV file.
+pub fn write_wav(path: &Path, samples: &[f32], sample_rate_hz: u32) -> Result<(), AudioError> {
+    let spec = pcm16_mono(sample_rate_hz);
     let werr = |source| AudioError::Write {
         path: path.to_path_buf(),
         source,

@@ -205,13 +205,8 @@ impl Recorder {
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| self.failed(e))?;
-            let spec = hound::WavSpec {
-                channels: 1,
-                sample_rate: self.sample_rate_hz,
-                bits_per_sample: 16,
-                sample_format: hound::SampleFormat::Int,
-            };
             let file = tmp.reopen().map_err(|e| self.failed(e))?;
+            let spec = audio::pcm16_mono(self.sample_rate_hz);
             let writer = hound::WavWriter::new(std::io::BufWriter::new(file), spec)
                 .map_err(|e| self.failed(std::io::Error::other(e)))?;
             self.file = Some((tmp, writer));
