@@ -1,7 +1,9 @@
 //! Text to speech: a Piper voice (VITS, ONNX) on ONNX Runtime, phonemized by espeak-ng.
 //!
-//! [`Tts`] owns the voice (an ONNX Runtime session); it is built once after the openness audit
-//! and used by the thread that owns it. ONNX Runtime is loaded dynamically from the library
+//! [`Tts`] owns the voice (ONNX Runtime sessions); it is built once after the openness audit
+//! and used by the thread that owns it. A Piper voice is cut in two at load ([`graph`]): its
+//! front turns a clause into latent frames, its decoder turns those into samples a window of
+//! [`DECODER_WINDOW_FRAMES`] at a time, so a long clause takes the memory of a short one. ONNX Runtime is loaded dynamically from the library
 //! setup fetched: [`init_onnx_runtime`] checks the file exists and really is an ONNX Runtime
 //! library before the first `ort` call, because `ort` hangs forever on a bad path.
 //!
@@ -15,6 +17,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::audit::AuditPass;
+
+pub mod graph;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TtsError {
@@ -147,7 +151,13 @@ pub fn locate_espeak_data() {
 }
 
 pub struct Tts {
-    session: ort::session::Session,
+    /// The voice's front (phonemes to latent frames), or the whole voice when it cannot be cut
+    /// in two (see [`graph`]).
+    front: ort::session::Session,
+    /// The voice's decoder, run a window at a time.
+    decoder: Option<Decoder>,
+    /// The most latent frames the decoder runs on at once (see [`DECODER_WINDOW_FRAMES`]).
+    window_frames: usize,
     run_options: ort::session::RunOptions,
     /// For [`Tts::release_memory`]: ONNX Runtime's arena grows to fit the longest sentence so
     /// far and otherwise never shrinks (the joe voice went from 158 to 215 MB over nine
@@ -161,6 +171,22 @@ pub struct Tts {
     pub sample_rate_hz: u32,
     pub model_path: PathBuf,
 }
+
+/// The decoder's part of a voice cut in two.
+struct Decoder {
+    session: ort::session::Session,
+    /// The latent frames' input, first; then any of the voice's own inputs it needs too (a
+    /// multi-speaker voice's `sid`).
+    inputs: Vec<String>,
+}
+
+/// The most latent frames the decoder runs on at once: ~3 s of speech (86 frames a second at
+/// 22.05 kHz). Its memory follows the window: a clause of 689 frames (8 s) took 150-180 MiB
+/// decoded whole, 97-99 MiB in windows of 256 frames, 81 in windows of 192 and 48 in windows
+/// of 128 (onnxruntime 1.32, joe voice, fresh process each). The context around each window
+/// costs time: measured against the voice run whole, windows of 256 frames cost nothing that
+/// showed (within 2 %, either side), 192 +1-3 %, 128 +5-8 %.
+pub const DECODER_WINDOW_FRAMES: usize = 256;
 
 /// How ONNX Runtime's threads wait for each other between the steps of the voice's network.
 ///
@@ -257,7 +283,48 @@ impl Tts {
                 .with_config_entry("session.force_spinning_stop", "1")
                 .map_err(|e| bad_model(e.into()))?;
         }
-        let session = builder.commit_from_file(onnx).map_err(bad_model)?;
+        let bytes = std::fs::read(onnx).map_err(|e| TtsError::Load {
+            path: onnx.to_path_buf(),
+            source: ort::Error::new(e.to_string()),
+        })?;
+        // The parts name the weights by their place in the voice's file, when ONNX Runtime can
+        // be told where that is (a UTF-8 path); else they carry copies.
+        let folder = onnx.parent().and_then(Path::to_str);
+        let file_name = onnx.file_name().and_then(|n| n.to_str());
+        let weights_file = match (folder, file_name) {
+            (Some(folder), Some(name)) => {
+                builder = builder
+                    .with_config_entry(
+                        "session.model_external_initializers_file_folder_path",
+                        if folder.is_empty() { "." } else { folder },
+                    )
+                    .map_err(|e| bad_model(e.into()))?;
+                Some(name)
+            }
+            _ => None,
+        };
+        let split = graph::split(&bytes, weights_file).map_err(|e| TtsError::Load {
+            path: onnx.to_path_buf(),
+            source: ort::Error::new(e.to_string()),
+        })?;
+        let (front, decoder) = match split {
+            Some(split) => {
+                drop(bytes);
+                let front = builder
+                    .commit_from_memory(&split.front)
+                    .map_err(bad_model)?;
+                let session = builder
+                    .commit_from_memory(&split.decoder)
+                    .map_err(bad_model)?;
+                let inputs = session
+                    .inputs()
+                    .iter()
+                    .map(|i| i.name().to_string())
+                    .collect();
+                (front, Some(Decoder { session, inputs }))
+            }
+            None => (builder.commit_from_memory(&bytes).map_err(bad_model)?, None),
+        };
         let run_options = ort::session::RunOptions::new().map_err(bad_model)?;
         let mut shrink = ort::session::RunOptions::new().map_err(bad_model)?;
         shrink
@@ -265,7 +332,9 @@ impl Tts {
             .map_err(bad_model)?;
         let loaded = t0.elapsed();
         let mut tts = Self {
-            session,
+            front,
+            decoder,
+            window_frames: DECODER_WINDOW_FRAMES,
             run_options,
             shrink,
             shrinking: false,
@@ -345,16 +414,84 @@ impl Tts {
         } else {
             &self.run_options
         };
+        let speaker = || Tensor::<i64>::from_array(([1usize], vec![0i64].into_boxed_slice()));
         let outputs = if self.config.num_speakers > 1 {
-            let speaker = Tensor::<i64>::from_array(([1usize], vec![0i64].into_boxed_slice()))?;
-            self.session
-                .run_with_options(ort::inputs![input, lengths, scales, speaker], options)?
+            self.front
+                .run_with_options(ort::inputs![input, lengths, scales, speaker()?], options)?
         } else {
-            self.session
+            self.front
                 .run_with_options(ort::inputs![input, lengths, scales], options)?
         };
-        let (_, audio) = outputs[0].try_extract_tensor::<f32>()?;
-        Ok(audio.to_vec())
+        let Some(decoder) = &mut self.decoder else {
+            let (_, audio) = outputs[0].try_extract_tensor::<f32>()?;
+            return Ok(audio.to_vec());
+        };
+        // The latent frames, [1, channels, frames], decoded a window at a time.
+        let (shape, latent) = outputs[0].try_extract_tensor::<f32>()?;
+        let &[1, channels, frames] = &shape[..] else {
+            return Err(ort::Error::new(format!(
+                "the voice's latent frames have shape {shape:?}, not [1, channels, frames]"
+            )));
+        };
+        let (channels, frames) = (channels as usize, frames as usize);
+        let mut audio = Vec::new();
+        for (keep, run) in graph::windows(frames, self.window_frames) {
+            let mut window = Vec::with_capacity(channels * run.len());
+            for c in 0..channels {
+                window.extend_from_slice(&latent[c * frames + run.start..c * frames + run.end]);
+            }
+            let mut inputs = Vec::with_capacity(decoder.inputs.len());
+            for (i, name) in decoder.inputs.iter().enumerate() {
+                let value: ort::session::SessionInputValue = if i == 0 {
+                    Tensor::<f32>::from_array((
+                        [1usize, channels, run.len()],
+                        std::mem::take(&mut window).into_boxed_slice(),
+                    ))?
+                    .into()
+                } else if name == "sid" {
+                    speaker()?.into()
+                } else {
+                    return Err(ort::Error::new(format!(
+                        "the voice's decoder needs input {name:?}, which sotto does not know"
+                    )));
+                };
+                inputs.push((std::borrow::Cow::from(name.as_str()), value));
+            }
+            let decoded = decoder.session.run_with_options(inputs, options)?;
+            let (_, samples) = decoded[0].try_extract_tensor::<f32>()?;
+            // Each latent frame is a fixed number of samples (256 for Piper's voices).
+            let hop = samples.len() / run.len();
+            if hop * run.len() != samples.len() {
+                return Err(ort::Error::new(format!(
+                    "the voice's decoder made {} samples of {} frames",
+                    samples.len(),
+                    run.len()
+                )));
+            }
+            let from = (keep.start - run.start) * hop;
+            audio.extend_from_slice(&samples[from..from + keep.len() * hop]);
+        }
+        Ok(audio)
+    }
+
+    /// The most latent frames the decoder runs on at once ([`DECODER_WINDOW_FRAMES`] unless
+    /// set here): smaller windows hold less memory and cost more time.
+    pub fn set_decoder_window(&mut self, frames: usize) {
+        self.window_frames = frames.max(1);
+    }
+
+    /// Whether the voice was cut in two and decodes in windows (see [`graph`]); a voice that
+    /// could not be is run whole.
+    pub fn decodes_in_windows(&self) -> bool {
+        self.decoder.is_some()
+    }
+
+    /// Piper's two noise scales: how much the voice's sound (`noise_scale`) and timing
+    /// (`noise_w`) vary from one run to the next; 0 and 0 say a text the same way every time.
+    /// The voice's .onnx.json sets them (joe: 0.667 and 0.8).
+    pub fn set_noise(&mut self, noise_scale: f32, noise_w: f32) {
+        self.config.inference.noise_scale = noise_scale;
+        self.config.inference.noise_w = noise_w;
     }
 }
 

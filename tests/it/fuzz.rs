@@ -32,6 +32,11 @@ fn every_kept_fuzz_input_is_a_value_or_an_error() {
     for (_, data) in inputs("wyoming_event") {
         sotto::wyoming::protocol::read_all(&data);
     }
+    for (_, data) in inputs("onnx_split") {
+        for weights_file in [None, Some("voice.onnx")] {
+            let _ = sotto::tts::graph::split(&data, weights_file);
+        }
+    }
     for (_, data) in inputs("gguf_header") {
         let _ = sotto::models::gguf::Header::parse(&data, data.len() as u64);
     }

@@ -152,27 +152,7 @@ fn say_plays_through_the_default_output_device() {
 #[test]
 fn a_clause_cut_for_early_speech_runs_on_without_a_pause_and_loses_no_word() {
     use sotto::chunker::{Chunk, Chunker};
-    let onnx = model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
-    let whisper = model(sotto::models::WHISPER_GGML);
-    let cache = tempfile::tempdir().unwrap();
-    // SAFETY: nextest runs each test in a process of its own; no other thread is running yet.
-    unsafe { std::env::set_var("SOTTO_CACHE_DIR", cache.path()) };
-    sotto::tts::locate_espeak_data();
-    let policy = sotto::audit::Policy {
-        minimum: sotto::audit::verdict::Osaid::OpenWeight,
-        ..Default::default()
-    };
-    let mut ctx = sotto::audit::AuditContext::new(&models_dir());
-    let pass = sotto::audit::gate(
-        &mut ctx,
-        &policy,
-        &["piper-en_US-joe-medium", "whisper-tiny.en"],
-    )
-    .unwrap()
-    .expect("both are at least open-weight");
-    let runtime = sotto::tts::default_runtime_path(&models_dir());
-    let mut tts =
-        sotto::tts::Tts::load(&pass, &onnx, &runtime, sotto::tts::Waiting::Sleep).unwrap();
+    let (mut tts, mut stt, _cache) = joe_and_whisper();
     let rate = tts.sample_rate_hz;
 
     let text = "The capital of France is Paris, not France itself.";
@@ -221,10 +201,87 @@ fn a_clause_cut_for_early_speech_runs_on_without_a_pause_and_loses_no_word() {
     let wav = dir.path().join("joined.wav");
     sotto::audio::write_wav(&wav, &closed.concat(), rate).unwrap();
     let audio = sotto::audio::read_for_whisper(&wav).unwrap();
-    let mut stt = sotto::stt::Stt::load(&pass, &whisper).unwrap();
     let segments = stt
         .transcribe(&audio.samples, &sotto::stt::SttOptions::default(), None)
         .unwrap();
     let heard = sotto::transcript::plain_text(&segments);
     assert_eq!(wer(text, &heard), 0.0, "heard {heard:?}");
+}
+
+/// The joe voice (sleeping between steps, as the agent runs it) and Whisper, through the audit.
+/// The returned directory is the audit's cache: keep it until the test ends.
+fn joe_and_whisper() -> (sotto::tts::Tts, sotto::stt::Stt, tempfile::TempDir) {
+    let onnx = model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    let whisper = model(sotto::models::WHISPER_GGML);
+    let cache = tempfile::tempdir().unwrap();
+    // SAFETY: nextest runs each test in a process of its own; no other thread is running yet.
+    unsafe { std::env::set_var("SOTTO_CACHE_DIR", cache.path()) };
+    sotto::tts::locate_espeak_data();
+    let policy = sotto::audit::Policy {
+        minimum: sotto::audit::verdict::Osaid::OpenWeight,
+        ..Default::default()
+    };
+    let mut ctx = sotto::audit::AuditContext::new(&models_dir());
+    let pass = sotto::audit::gate(
+        &mut ctx,
+        &policy,
+        &["piper-en_US-joe-medium", "whisper-tiny.en"],
+    )
+    .unwrap()
+    .expect("both are at least open-weight");
+    let runtime = sotto::tts::default_runtime_path(&models_dir());
+    let tts = sotto::tts::Tts::load(&pass, &onnx, &runtime, sotto::tts::Waiting::Sleep).unwrap();
+    let stt = sotto::stt::Stt::load(&pass, &whisper).unwrap();
+    (tts, stt, cache)
+}
+
+/// A clause longer than the decoder's window is decoded a window at a time, so the memory it
+/// takes follows the window and not the clause: the samples are those of the clause decoded in
+/// one go, and Whisper hears every word.
+#[test]
+fn a_long_clause_decoded_in_windows_is_the_speech_decoded_whole() {
+    let (mut tts, mut stt, _cache) = joe_and_whisper();
+    assert!(
+        tts.decodes_in_windows(),
+        "the joe voice is cut in two at its decoder"
+    );
+    // Without noise the voice says a text the same way every run, so runs can be compared.
+    tts.set_noise(0.0, 0.0);
+    let text = "The committee will meet again on Thursday afternoon to go through the budget \
+                for next year and to decide which of the three proposals should go ahead first";
+    let mut speak = |window_frames: usize| {
+        tts.set_decoder_window(window_frames);
+        tts.synthesize(text, 1.0).unwrap().samples
+    };
+    let whole = speak(1_000_000);
+    let windowed = speak(40);
+    let default = speak(sotto::tts::DECODER_WINDOW_FRAMES);
+    let seconds = whole.len() as f32 / tts.sample_rate_hz as f32;
+    assert!(
+        seconds > 2.0 * sotto::tts::DECODER_WINDOW_FRAMES as f32 / 86.0,
+        "{seconds} s: long enough for at least two default windows"
+    );
+    let peak = whole.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (name, samples) in [("40-frame", &windowed), ("default", &default)] {
+        assert_eq!(samples.len(), whole.len(), "{name} windows");
+        let diff = whole
+            .iter()
+            .zip(samples)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("{seconds:.1} s; {name} windows: largest difference {diff:e} (peak {peak})");
+        assert!(
+            diff <= peak * 1e-4,
+            "{name} windows differ by {diff} (peak {peak})"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("windowed.wav");
+    sotto::audio::write_wav(&wav, &windowed, tts.sample_rate_hz).unwrap();
+    let audio = sotto::audio::read_for_whisper(&wav).unwrap();
+    let segments = stt
+        .transcribe(&audio.samples, &sotto::stt::SttOptions::default(), None)
+        .unwrap();
+    let heard = sotto::transcript::plain_text(&segments);
+    assert!(wer(text, &heard) <= 0.1, "heard {heard:?}");
 }
