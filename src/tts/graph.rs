@@ -71,7 +71,11 @@ pub fn split(model: &[u8], weights_file: Option<&str>) -> Result<Option<Split>, 
     let front = graph.part(&[latent], None);
     let outputs: Vec<&str> = graph.outputs.iter().map(|o| o.name).collect();
     let decoder = graph.part(&outputs, Some(latent));
-    if decoder.nodes.is_empty() || !decoder.inputs.contains(&latent) {
+    // The decoder is run on the latent frames, and on the speaker for a voice of several.
+    if decoder.nodes.is_empty()
+        || !decoder.inputs.contains(&latent)
+        || decoder.inputs.iter().any(|i| *i != latent && *i != "sid")
+    {
         return Ok(None);
     }
     let latent_info = graph
@@ -81,8 +85,8 @@ pub fn split(model: &[u8], weights_file: Option<&str>) -> Result<Option<Split>, 
         .map_or_else(|| float_tensor_info(latent), |v| v.body.to_vec());
 
     // The model's other fields as they were, its graph replaced by the part's; written in one
-    // pass into a buffer of the final size (the weights are tens of megabytes: each copy of
-    // them costs ~10-25 ms of page faults).
+    // pass into a buffer of the final size (without `weights_file` the weights are copied,
+    // tens of megabytes: growing the buffer would copy them again).
     let write_model = |part: &Part, inputs: Vec<Vec<u8>>, outputs: Vec<Vec<u8>>| {
         let pieces = graph.pieces(part, &inputs, &outputs, model, weights_file)?;
         let graph_len: usize = pieces.iter().map(Piece::len).sum();
@@ -545,6 +549,11 @@ mod tests {
 
     /// A voice in miniature: x → encode → latent → conv_pre (dec.conv_pre.weight) → out.
     fn model(decoder_weight: &str, extra_op: Option<&str>) -> Vec<u8> {
+        model_with(decoder_weight, extra_op, "latent")
+    }
+
+    /// The same, its decoder given `decoder_input` as well as the latent frames.
+    fn model_with(decoder_weight: &str, extra_op: Option<&str>, decoder_input: &str) -> Vec<u8> {
         let mut g = Vec::new();
         put_bytes(&mut g, 2, b"main_graph");
         put_bytes(
@@ -557,7 +566,11 @@ mod tests {
             GRAPH_NODE,
             &node(&["latent", decoder_weight], &["y"], "Conv"),
         );
-        put_bytes(&mut g, GRAPH_NODE, &node(&["y"], &["out"], "Tanh"));
+        put_bytes(
+            &mut g,
+            GRAPH_NODE,
+            &node(&["y", decoder_input], &["out"], "Add"),
+        );
         if let Some(op) = extra_op {
             put_bytes(&mut g, GRAPH_NODE, &node(&["x"], &["z"], op));
         }
@@ -599,7 +612,7 @@ mod tests {
         assert_eq!((inputs, outputs), (vec!["x".into()], vec!["latent".into()]));
         assert!(infos.is_empty());
         let [ops, weights, inputs, outputs, infos] = names(&split.decoder);
-        assert_eq!(ops, ["Conv", "Tanh"]);
+        assert_eq!(ops, ["Conv", "Add"]);
         assert_eq!(weights, ["dec.conv_pre.weight"]);
         assert_eq!(
             (inputs, outputs),
@@ -670,7 +683,7 @@ mod tests {
     }
 
     #[test]
-    fn a_voice_without_a_known_decoder_or_with_control_flow_runs_whole() {
+    fn a_voice_without_a_known_decoder_or_with_control_flow_or_other_inputs_runs_whole() {
         assert!(split(&model("decoder.w", None), None).unwrap().is_none());
         assert!(
             split(&model("dec.conv_pre.weight", Some("If")), None)
