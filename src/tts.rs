@@ -3,8 +3,8 @@
 //! [`Tts`] owns the voice (ONNX Runtime sessions); it is built once after the openness audit
 //! and used by the thread that owns it. A Piper voice is cut in two at load ([`graph`]): its
 //! front turns a clause into latent frames, its decoder turns those into samples a window of
-//! [`DECODER_WINDOW_FRAMES`] at a time, so a long clause takes the memory of a short one. ONNX Runtime is loaded dynamically from the library
-//! setup fetched: [`init_onnx_runtime`] checks the file exists and really is an ONNX Runtime
+//! [`DECODER_WINDOW_FRAMES`] at a time, so a long clause takes the memory of a short one.
+//! ONNX Runtime is loaded dynamically from the library setup fetched: [`init_onnx_runtime`] checks the file exists and really is an ONNX Runtime
 //! library before the first `ort` call, because `ort` hangs forever on a bad path.
 //!
 //! Phonemes: espeak-rs drops clause punctuation and the space between clauses ("Hello! This
@@ -175,9 +175,10 @@ pub struct Tts {
 /// The decoder's part of a voice cut in two.
 struct Decoder {
     session: ort::session::Session,
-    /// The latent frames' input, first; then any of the voice's own inputs it needs too (a
-    /// multi-speaker voice's `sid`).
-    inputs: Vec<String>,
+    /// The name of its input of latent frames.
+    latent: String,
+    /// It takes the speaker too (`sid`, a voice of several speakers; see [`graph::split`]).
+    needs_speaker: bool,
 }
 
 /// The most latent frames the decoder runs on at once: ~3 s of speech (86 frames a second at
@@ -283,10 +284,11 @@ impl Tts {
                 .with_config_entry("session.force_spinning_stop", "1")
                 .map_err(|e| bad_model(e.into()))?;
         }
-        let bytes = std::fs::read(onnx).map_err(|e| TtsError::Load {
+        let unreadable = |reason: String| TtsError::Load {
             path: onnx.to_path_buf(),
-            source: ort::Error::new(e.to_string()),
-        })?;
+            source: ort::Error::new(reason),
+        };
+        let bytes = std::fs::read(onnx).map_err(|e| unreadable(e.to_string()))?;
         // The parts name the weights by their place in the voice's file, when ONNX Runtime can
         // be told where that is (a UTF-8 path); else they carry copies.
         let folder = onnx.parent().and_then(Path::to_str);
@@ -303,10 +305,7 @@ impl Tts {
             }
             _ => None,
         };
-        let split = graph::split(&bytes, weights_file).map_err(|e| TtsError::Load {
-            path: onnx.to_path_buf(),
-            source: ort::Error::new(e.to_string()),
-        })?;
+        let split = graph::split(&bytes, weights_file).map_err(|e| unreadable(e.to_string()))?;
         let (front, decoder) = match split {
             Some(split) => {
                 drop(bytes);
@@ -316,12 +315,13 @@ impl Tts {
                 let session = builder
                     .commit_from_memory(&split.decoder)
                     .map_err(bad_model)?;
-                let inputs = session
-                    .inputs()
-                    .iter()
-                    .map(|i| i.name().to_string())
-                    .collect();
-                (front, Some(Decoder { session, inputs }))
+                let needs_speaker = session.inputs().iter().any(|i| i.name() == "sid");
+                let decoder = Decoder {
+                    session,
+                    latent: split.latent,
+                    needs_speaker,
+                };
+                (front, Some(decoder))
             }
             None => (builder.commit_from_memory(&bytes).map_err(bad_model)?, None),
         };
@@ -440,22 +440,13 @@ impl Tts {
             for c in 0..channels {
                 window.extend_from_slice(&latent[c * frames + run.start..c * frames + run.end]);
             }
-            let mut inputs = Vec::with_capacity(decoder.inputs.len());
-            for (i, name) in decoder.inputs.iter().enumerate() {
-                let value: ort::session::SessionInputValue = if i == 0 {
-                    Tensor::<f32>::from_array((
-                        [1usize, channels, run.len()],
-                        std::mem::take(&mut window).into_boxed_slice(),
-                    ))?
-                    .into()
-                } else if name == "sid" {
-                    speaker()?.into()
-                } else {
-                    return Err(ort::Error::new(format!(
-                        "the voice's decoder needs input {name:?}, which sotto does not know"
-                    )));
-                };
-                inputs.push((std::borrow::Cow::from(name.as_str()), value));
+            let window = Tensor::<f32>::from_array((
+                [1usize, channels, run.len()],
+                window.into_boxed_slice(),
+            ))?;
+            let mut inputs = ort::inputs![decoder.latent.as_str() => window];
+            if decoder.needs_speaker {
+                inputs.push(("sid".into(), speaker()?.into()));
             }
             let decoded = decoder.session.run_with_options(inputs, options)?;
             let (_, samples) = decoded[0].try_extract_tensor::<f32>()?;
