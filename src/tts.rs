@@ -3,7 +3,10 @@
 //! [`Tts`] owns the voice (ONNX Runtime sessions); it is built once after the openness audit
 //! and used by the thread that owns it. A Piper voice is cut in two at load ([`graph`]): its
 //! front turns a clause into latent frames, its decoder turns those into samples a window of
-//! [`DECODER_WINDOW_FRAMES`] at a time, so a long clause takes the memory of a short one.
+//! [`DECODER_WINDOW_FRAMES`] at a time, so a long clause takes the memory of a short one. The
+//! decoder's convolutions are made 2-D where that is safe, and then one single-threaded session
+//! per core decodes a clause's windows side by side ([`DECODER_WORKERS_MAX`]), on scoped
+//! threads that live for the clause.
 //! ONNX Runtime is loaded dynamically from the library setup fetched: [`init_onnx_runtime`] checks the file exists and really is an ONNX Runtime
 //! library before the first `ort` call, because `ort` hangs forever on a bad path.
 //!
@@ -164,7 +167,6 @@ pub struct Tts {
     /// sentences of different lengths); a run with these options gives it back. Not every
     /// run: that made each sentence ~20 % slower.
     shrink: ort::session::RunOptions,
-    shrinking: bool,
     config: piper_rs::ModelConfig,
     espeak_voice: String,
     language: String,
@@ -174,20 +176,43 @@ pub struct Tts {
 
 /// The decoder's part of a voice cut in two.
 struct Decoder {
-    session: ort::session::Session,
+    /// With 2-D convolutions ([`graph`]), one session per core, each on one thread, that
+    /// decode a clause's windows side by side ([`DECODER_WORKERS_MAX`]); else one session on
+    /// all cores, as the front.
+    sessions: Vec<ort::session::Session>,
     /// The name of its input of latent frames.
     latent: String,
     /// It takes the speaker too (`sid`, a voice of several speakers; see [`graph::split`]).
     needs_speaker: bool,
+    /// It takes the latent frames as `[1, channels, 1, frames]` ([`graph::Split::decoder_2d`]).
+    two_d: bool,
 }
 
-/// The most latent frames the decoder runs on at once: ~3 s of speech (86 frames a second at
-/// 22.05 kHz). Its memory follows the window: a clause of 689 frames (8 s) took 150-180 MiB
-/// decoded whole, 97-99 MiB in windows of 256 frames, 81 in windows of 192 and 48 in windows
-/// of 128 (onnxruntime 1.32, joe voice, fresh process each). The context around each window
-/// costs time: measured against the voice run whole, windows of 256 frames cost nothing that
-/// showed (within 2 %, either side), 192 +1-3 %, 128 +5-8 %.
-pub const DECODER_WINDOW_FRAMES: usize = 256;
+/// The most sessions decoding one clause's windows side by side. Why side by side: ONNX
+/// Runtime's 2-D convolution kernels gain little from a second thread within one run (joe
+/// voice, 308 frames: 86 ms on one thread, 70 on two), while two windows on one thread each
+/// take the time of one. Measured on 2 cores (onnxruntime 1.32, Python, 15 interleaved runs):
+/// a 316-frame clause 48 ms side by side against 59 (spinning) or 65 (sleeping) for the 1-D
+/// decoder on two threads, a 694-frame one 112 against 140 / 146. Beyond four, windows get
+/// short and their context costs more than a core gives (not measured: this machine has two).
+pub const DECODER_WORKERS_MAX: usize = 4;
+
+/// The most latent frames one session of the decoder runs on at once: ~1.5 s of speech (86
+/// frames a second at 22.05 kHz). Its memory follows the window: a clause of 689 frames (8 s)
+/// took 150-180 MiB decoded whole by the 1-D decoder, 97-99 MiB in windows of 256 frames, 81
+/// in windows of 192 and 48 in windows of 128 (onnxruntime 1.32, joe voice, fresh process
+/// each). Two 2-D sessions side by side on windows of 128 took 93-97 MiB, what one 1-D session
+/// took on windows of 256, and ~20 % less time (694 frames: 120 against 149-181 ms).
+pub const DECODER_WINDOW_FRAMES: usize = 192;
+
+/// The same for a decoder left 1-D, run by one session on all cores: windows of 256 frames cost
+/// nothing that showed against the voice run whole (within 2 %, either side), 192 +1-3 %, 128
+/// +5-8 %.
+pub const DECODER_WINDOW_FRAMES_1D: usize = 256;
+
+/// The fewest latent frames a window is cut to so that every session has one: shorter, and
+/// the context on its sides costs more than a second core gives.
+const DECODER_WINDOW_FRAMES_MIN: usize = 24;
 
 /// How ONNX Runtime's threads wait for each other between the steps of the voice's network.
 ///
@@ -271,19 +296,6 @@ impl Tts {
             path: onnx.to_path_buf(),
             source,
         };
-        // ONNX Runtime's defaults (all cores, every graph optimisation), as piper-tts uses them,
-        // with its threads' waiting as `waiting` says. ONNX Runtime's memory arena stays on:
-        // ort's `CPU::default()` provider turns it off, which measured 25-35 % slower.
-        let builder = ort::session::Session::builder().map_err(bad_model)?;
-        let spin = waiting == Waiting::Spin;
-        let mut builder = builder
-            .with_intra_op_spinning(spin)
-            .map_err(|e| bad_model(e.into()))?;
-        if spin {
-            builder = builder
-                .with_config_entry("session.force_spinning_stop", "1")
-                .map_err(|e| bad_model(e.into()))?;
-        }
         let unreadable = |reason: String| TtsError::Load {
             path: onnx.to_path_buf(),
             source: ort::Error::new(reason),
@@ -291,39 +303,56 @@ impl Tts {
         let bytes = std::fs::read(onnx).map_err(|e| unreadable(e.to_string()))?;
         // The parts name the weights by their place in the voice's file, when ONNX Runtime can
         // be told where that is (a UTF-8 path); else they carry copies.
-        let folder = onnx.parent().and_then(Path::to_str);
-        let file_name = onnx.file_name().and_then(|n| n.to_str());
-        let weights_file = match (folder, file_name) {
-            (Some(folder), Some(name)) => {
-                builder = builder
-                    .with_config_entry(
-                        "session.model_external_initializers_file_folder_path",
-                        if folder.is_empty() { "." } else { folder },
-                    )
-                    .map_err(|e| bad_model(e.into()))?;
-                Some(name)
-            }
-            _ => None,
+        let (weights_folder, weights_file) = match (
+            onnx.parent().and_then(Path::to_str),
+            onnx.file_name().and_then(|n| n.to_str()),
+        ) {
+            (Some(""), Some(name)) => (Some("."), Some(name)),
+            (Some(folder), Some(name)) => (Some(folder), Some(name)),
+            _ => (None, None),
         };
+        let builder = |on: Threads| session_builder(waiting, weights_folder, on);
         let split = graph::split(&bytes, weights_file).map_err(|e| unreadable(e.to_string()))?;
         let (front, decoder) = match split {
             Some(split) => {
                 drop(bytes);
-                let front = builder
-                    .commit_from_memory(&split.front)
-                    .map_err(bad_model)?;
-                let session = builder
-                    .commit_from_memory(&split.decoder)
-                    .map_err(bad_model)?;
-                let needs_speaker = session.inputs().iter().any(|i| i.name() == "sid");
+                let (on, count) = if split.decoder_2d {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    (Threads::One, cores.clamp(1, DECODER_WORKERS_MAX))
+                } else {
+                    (Threads::All, 1)
+                };
+                // The decoder's sessions are made while the front's is (the voice loads ~25 ms
+                // sooner on 2 cores than one after the other).
+                let (front, sessions) = std::thread::scope(|scope| {
+                    let made: Vec<_> = (0..count)
+                        .map(|_| scope.spawn(|| builder(on)?.commit_from_memory(&split.decoder)))
+                        .collect();
+                    let front =
+                        builder(Threads::All).and_then(|mut b| b.commit_from_memory(&split.front));
+                    let sessions = (made.into_iter())
+                        .map(|m| m.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect::<Result<Vec<_>, _>>();
+                    (front, sessions)
+                });
+                let (front, sessions) = (front.map_err(bad_model)?, sessions.map_err(bad_model)?);
+                let needs_speaker = sessions[0].inputs().iter().any(|i| i.name() == "sid");
                 let decoder = Decoder {
-                    session,
+                    sessions,
                     latent: split.latent,
                     needs_speaker,
+                    two_d: split.decoder_2d,
                 };
                 (front, Some(decoder))
             }
-            None => (builder.commit_from_memory(&bytes).map_err(bad_model)?, None),
+            None => {
+                let whole = builder(Threads::All).and_then(|mut b| b.commit_from_memory(&bytes));
+                (whole.map_err(bad_model)?, None)
+            }
+        };
+        let window_frames = match &decoder {
+            Some(d) if d.two_d => DECODER_WINDOW_FRAMES,
+            _ => DECODER_WINDOW_FRAMES_1D,
         };
         let run_options = ort::session::RunOptions::new().map_err(bad_model)?;
         let mut shrink = ort::session::RunOptions::new().map_err(bad_model)?;
@@ -334,10 +363,9 @@ impl Tts {
         let mut tts = Self {
             front,
             decoder,
-            window_frames: DECODER_WINDOW_FRAMES,
+            window_frames,
             run_options,
             shrink,
-            shrinking: false,
             config,
             espeak_voice,
             language,
@@ -345,12 +373,23 @@ impl Tts {
             model_path: onnx.to_path_buf(),
         };
         let t1 = Instant::now();
-        tts.synthesize("Ready.", 1.0)?;
+        let ready = phoneme_ids(
+            &tts.config.phoneme_id_map,
+            &phonemize("Ready.", &tts.espeak_voice)?,
+        );
+        tts.infer(ready, tts.config.inference.length_scale, Pass::WarmUp)
+            .map_err(TtsError::Synthesize)?;
         tracing::info!(
             stage = "tts",
             voice = %onnx.display(),
             load_ms = loaded.as_millis() as u64,
             warm_up_ms = t1.elapsed().as_millis() as u64,
+            decoder = match &tts.decoder {
+                Some(d) if d.two_d => "2-D, sessions side by side",
+                Some(_) => "1-D",
+                None => "not cut",
+            },
+            decoder_sessions = tts.decoder.as_ref().map_or(0, |d| d.sessions.len()),
             "voice loaded and warmed up"
         );
         Ok(tts)
@@ -378,6 +417,7 @@ impl Tts {
             .infer(
                 phoneme_ids(&self.config.phoneme_id_map, &phonemes),
                 length_scale,
+                Pass::Speak,
             )
             .map_err(TtsError::Synthesize)?;
         Ok(Speech {
@@ -392,14 +432,18 @@ impl Tts {
     pub fn release_memory(&mut self) -> Result<(), TtsError> {
         let map = &self.config.phoneme_id_map;
         let ids = phoneme_ids(map, "ə");
-        self.shrinking = true;
-        let r = self.infer(ids, self.config.inference.length_scale);
-        self.shrinking = false;
-        r.map(|_| ()).map_err(TtsError::Synthesize)
+        self.infer(ids, self.config.inference.length_scale, Pass::Shrink)
+            .map(|_| ())
+            .map_err(TtsError::Synthesize)
     }
 
     /// One run of the voice's network: phoneme ids in, samples out.
-    fn infer(&mut self, ids: Vec<i64>, length_scale: f32) -> Result<Vec<f32>, ort::Error> {
+    fn infer(
+        &mut self,
+        ids: Vec<i64>,
+        length_scale: f32,
+        pass: Pass,
+    ) -> Result<Vec<f32>, ort::Error> {
         use ort::value::Tensor;
         let inf = &self.config.inference;
         let n = ids.len();
@@ -409,10 +453,9 @@ impl Tts {
             [3usize],
             vec![inf.noise_scale, length_scale, inf.noise_w].into_boxed_slice(),
         ))?;
-        let options = if self.shrinking {
-            &self.shrink
-        } else {
-            &self.run_options
+        let options = match pass {
+            Pass::Shrink => &self.shrink,
+            Pass::Speak | Pass::WarmUp => &self.run_options,
         };
         let speaker = || Tensor::<i64>::from_array(([1usize], vec![0i64].into_boxed_slice()));
         let outputs = if self.config.num_speakers > 1 {
@@ -426,47 +469,37 @@ impl Tts {
             let (_, audio) = outputs[0].try_extract_tensor::<f32>()?;
             return Ok(audio.to_vec());
         };
-        // The latent frames, [1, channels, frames], decoded a window at a time.
+        // The latent frames, [1, channels, frames].
         let (shape, latent) = outputs[0].try_extract_tensor::<f32>()?;
         let &[1, channels, frames] = &shape[..] else {
             return Err(ort::Error::new(format!(
                 "the voice's latent frames have shape {shape:?}, not [1, channels, frames]"
             )));
         };
-        let (channels, frames) = (channels as usize, frames as usize);
-        let mut audio = Vec::new();
-        for (keep, run) in graph::windows(frames, self.window_frames) {
-            let mut window = Vec::with_capacity(channels * run.len());
-            for c in 0..channels {
-                window.extend_from_slice(&latent[c * frames + run.start..c * frames + run.end]);
+        let latent = Latent {
+            frames: latent,
+            channels: channels as usize,
+            len: frames as usize,
+        };
+        match pass {
+            Pass::Speak => decoder.decode(&latent, self.window_frames, options),
+            Pass::WarmUp | Pass::Shrink => {
+                let (sessions, feed) = decoder.parts();
+                let all = 0..latent.len;
+                let each = |session: &mut ort::session::Session, _| {
+                    feed.run(session, &latent, all.clone(), all.clone(), options)
+                };
+                side_by_side(sessions, &each)
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Vec::new())
             }
-            let window = Tensor::<f32>::from_array((
-                [1usize, channels, run.len()],
-                window.into_boxed_slice(),
-            ))?;
-            let mut inputs = ort::inputs![decoder.latent.as_str() => window];
-            if decoder.needs_speaker {
-                inputs.push(("sid".into(), speaker()?.into()));
-            }
-            let decoded = decoder.session.run_with_options(inputs, options)?;
-            let (_, samples) = decoded[0].try_extract_tensor::<f32>()?;
-            // Each latent frame is a fixed number of samples (256 for Piper's voices).
-            let hop = samples.len() / run.len();
-            if hop * run.len() != samples.len() {
-                return Err(ort::Error::new(format!(
-                    "the voice's decoder made {} samples of {} frames",
-                    samples.len(),
-                    run.len()
-                )));
-            }
-            let from = (keep.start - run.start) * hop;
-            audio.extend_from_slice(&samples[from..from + keep.len() * hop]);
         }
-        Ok(audio)
     }
 
-    /// The most latent frames the decoder runs on at once ([`DECODER_WINDOW_FRAMES`] unless
-    /// set here): smaller windows hold less memory and cost more time.
+    /// The most latent frames a session of the decoder runs on at once
+    /// ([`DECODER_WINDOW_FRAMES`], or [`DECODER_WINDOW_FRAMES_1D`] for a decoder left 1-D,
+    /// unless set here): smaller windows hold less memory and cost more time.
     pub fn set_decoder_window(&mut self, frames: usize) {
         self.window_frames = frames.max(1);
     }
@@ -477,12 +510,208 @@ impl Tts {
         self.decoder.is_some()
     }
 
+    /// Whether the voice's decoder was made 2-D ([`graph`]), and how many sessions decode a
+    /// clause's windows side by side (0 for a voice run whole).
+    pub fn decoder_sessions(&self) -> (bool, usize) {
+        self.decoder
+            .as_ref()
+            .map_or((false, 0), |d| (d.two_d, d.sessions.len()))
+    }
+
     /// Piper's two noise scales: how much the voice's sound (`noise_scale`) and timing
     /// (`noise_w`) vary from one run to the next; 0 and 0 say a text the same way every time.
     /// The voice's .onnx.json sets them (joe: 0.667 and 0.8).
     pub fn set_noise(&mut self, noise_scale: f32, noise_w: f32) {
         self.config.inference.noise_scale = noise_scale;
         self.config.inference.noise_w = noise_w;
+    }
+}
+
+/// The threads a session runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Threads {
+    /// ONNX Runtime's default: one per core.
+    All,
+    /// The calling thread (a 2-D decoder's session, one of several side by side).
+    One,
+}
+
+/// A session builder with ONNX Runtime's defaults (every graph optimisation, and one thread per
+/// core unless `threads` says one), as piper-tts uses them, its threads waiting as `waiting`
+/// says, and the voice's weights read from `weights_folder` (see [`graph::split`]). ONNX
+/// Runtime's memory arena stays on: ort's `CPU::default()` provider turns it off, which
+/// measured 25-35 % slower.
+fn session_builder(
+    waiting: Waiting,
+    weights_folder: Option<&str>,
+    threads: Threads,
+) -> Result<ort::session::builder::SessionBuilder, ort::Error> {
+    let spin = waiting == Waiting::Spin;
+    let mut builder = ort::session::Session::builder()?.with_intra_op_spinning(spin)?;
+    if spin {
+        builder = builder.with_config_entry("session.force_spinning_stop", "1")?;
+    }
+    if let Some(folder) = weights_folder {
+        builder = builder.with_config_entry(
+            "session.model_external_initializers_file_folder_path",
+            folder,
+        )?;
+    }
+    if threads == Threads::One {
+        // Without memory patterns: ONNX Runtime keeps one per window length it has seen, and
+        // two decoder sessions took 60-80 MB more (same speed).
+        builder = builder.with_intra_threads(1)?.with_memory_pattern(false)?;
+    }
+    Ok(builder)
+}
+
+/// What a run of the voice is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Speak,
+    /// The first run of each session (see [`Tts::load`]): every decoder session runs once.
+    WarmUp,
+    /// Every session gives its arena's memory back (see [`Tts::release_memory`]).
+    Shrink,
+}
+
+/// A clause's latent frames, as the front gives them: `[1, channels, len]`, channel-major.
+struct Latent<'a> {
+    frames: &'a [f32],
+    channels: usize,
+    len: usize,
+}
+
+impl Decoder {
+    /// Decodes a clause's latent frames into samples, a window at a time, the windows shared
+    /// out among the sessions, each on a thread of its own.
+    fn decode(
+        &mut self,
+        latent: &Latent,
+        window_frames: usize,
+        options: &ort::session::RunOptions,
+    ) -> Result<Vec<f32>, ort::Error> {
+        let windows = graph::windows(
+            latent.len,
+            window_frames,
+            self.sessions.len(),
+            DECODER_WINDOW_FRAMES_MIN,
+        );
+        let workers = self.sessions.len().min(windows.len());
+        let (sessions, feed) = self.parts();
+        // Session w decodes windows w, w + workers, ...: equal windows, so they finish together.
+        let share = |session: &mut ort::session::Session, w: usize| {
+            (windows.iter().skip(w).step_by(workers))
+                .map(|(keep, run)| feed.run(session, latent, keep.clone(), run.clone(), options))
+                .collect::<Result<Vec<_>, ort::Error>>()
+        };
+        let shares = side_by_side(&mut sessions[..workers], &share);
+        let mut shares = (shares.into_iter())
+            .map(|share| share.map(Vec::into_iter))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Window i is the (i / workers)th of share i % workers.
+        let mut audio = Vec::new();
+        for i in 0..windows.len() {
+            if let Some(samples) = shares[i % workers].next() {
+                audio.extend_from_slice(&samples);
+            }
+        }
+        Ok(audio)
+    }
+
+    /// The sessions, and what feeding any of them takes.
+    fn parts(&mut self) -> (&mut [ort::session::Session], Feed<'_>) {
+        let feed = Feed {
+            latent: &self.latent,
+            needs_speaker: self.needs_speaker,
+            two_d: self.two_d,
+        };
+        (&mut self.sessions, feed)
+    }
+}
+
+/// Runs `work` on each session, each on a thread of its own (the first on the calling
+/// thread), and gives the results in the sessions' order; `work` is told the session's index.
+fn side_by_side<T: Send>(
+    sessions: &mut [ort::session::Session],
+    work: &(dyn Fn(&mut ort::session::Session, usize) -> Result<T, ort::Error> + Sync),
+) -> Vec<Result<T, ort::Error>> {
+    let Some((first, others)) = sessions.split_first_mut() else {
+        return Vec::new();
+    };
+    std::thread::scope(|scope| {
+        let spawned: Vec<_> = (others.iter_mut().enumerate())
+            .map(|(k, session)| {
+                std::thread::Builder::new()
+                    .name("sotto-tts-decode".into())
+                    .spawn_scoped(scope, move || work(session, k + 1))
+            })
+            .collect();
+        let mut results = vec![work(first, 0)];
+        for thread in spawned {
+            results.push(match thread {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(e) => Err(ort::Error::new(format!(
+                    "cannot start a thread to decode on: {e}"
+                ))),
+            });
+        }
+        results
+    })
+}
+
+/// How a decoder's session is fed.
+#[derive(Clone, Copy)]
+struct Feed<'a> {
+    latent: &'a str,
+    needs_speaker: bool,
+    two_d: bool,
+}
+
+impl Feed<'_> {
+    /// Decodes the latent frames `run` and gives the samples of those in `keep`.
+    fn run(
+        &self,
+        session: &mut ort::session::Session,
+        latent: &Latent,
+        keep: std::ops::Range<usize>,
+        run: std::ops::Range<usize>,
+        options: &ort::session::RunOptions,
+    ) -> Result<Vec<f32>, ort::Error> {
+        use ort::value::Tensor;
+        let (channels, len) = (latent.channels, latent.len);
+        let mut window = Vec::with_capacity(channels * run.len());
+        for c in 0..channels {
+            window.extend_from_slice(&latent.frames[c * len + run.start..c * len + run.end]);
+        }
+        let window = if self.two_d {
+            Tensor::<f32>::from_array((
+                [1usize, channels, 1, run.len()],
+                window.into_boxed_slice(),
+            ))?
+        } else {
+            Tensor::<f32>::from_array(([1usize, channels, run.len()], window.into_boxed_slice()))?
+        };
+        let mut inputs = ort::inputs![self.latent => window];
+        if self.needs_speaker {
+            let speaker = Tensor::<i64>::from_array(([1usize], vec![0i64].into_boxed_slice()))?;
+            inputs.push(("sid".into(), speaker.into()));
+        }
+        let decoded = session.run_with_options(inputs, options)?;
+        let (_, samples) = decoded[0].try_extract_tensor::<f32>()?;
+        // Each latent frame is a fixed number of samples (256 for Piper's voices).
+        let hop = samples.len() / run.len();
+        if hop * run.len() != samples.len() {
+            return Err(ort::Error::new(format!(
+                "the voice's decoder made {} samples of {} frames",
+                samples.len(),
+                run.len()
+            )));
+        }
+        let from = (keep.start - run.start) * hop;
+        Ok(samples[from..from + keep.len() * hop].to_vec())
     }
 }
 

@@ -235,26 +235,63 @@ fn joe_and_whisper() -> (sotto::tts::Tts, sotto::stt::Stt, tempfile::TempDir) {
     (tts, stt, cache)
 }
 
-/// A clause longer than the decoder's window is decoded a window at a time, so the memory it
-/// takes follows the window and not the clause: the samples are those of the clause decoded in
-/// one go, and Whisper hears every word.
+/// The joe voice's file run whole by ONNX Runtime, as piper-tts runs it, without noise: the
+/// samples of `text`, phonemized as [`sotto::tts::Tts`] phonemizes it.
+fn joe_run_whole(text: &str) -> Vec<f32> {
+    let onnx = model("piper-en_US-joe-medium/en_US-joe-medium.onnx");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(onnx.with_extension("onnx.json")).unwrap())
+            .unwrap();
+    let map: std::collections::HashMap<char, Vec<i64>> =
+        serde_json::from_value(config["phoneme_id_map"].clone()).unwrap();
+    let voice = config["espeak"]["voice"].as_str().unwrap();
+    let phonemes = sotto::tts::phonemize(text, voice).unwrap();
+    let ids = sotto::tts::phoneme_ids(&map, &phonemes);
+    let length_scale = config["inference"]["length_scale"].as_f64().unwrap() as f32;
+    let mut session = ort::session::Session::builder()
+        .unwrap()
+        .commit_from_file(&onnx)
+        .unwrap();
+    use ort::value::Tensor;
+    let n = ids.len();
+    let outputs = session
+        .run(ort::inputs![
+            Tensor::<i64>::from_array(([1usize, n], ids.into_boxed_slice())).unwrap(),
+            Tensor::<i64>::from_array(([1usize], vec![n as i64].into_boxed_slice())).unwrap(),
+            Tensor::<f32>::from_array(([3usize], vec![0.0, length_scale, 0.0].into_boxed_slice()))
+                .unwrap()
+        ])
+        .unwrap();
+    outputs[0].try_extract_tensor::<f32>().unwrap().1.to_vec()
+}
+
+/// The voice as sotto runs it, cut in two, its decoder made 2-D and a clause decoded a window
+/// at a time on sessions side by side (so a long clause takes the memory of a short one), gives
+/// the samples of the voice's file run whole, and Whisper hears every word.
 #[test]
-fn a_long_clause_decoded_in_windows_is_the_speech_decoded_whole() {
+fn a_long_clause_decoded_in_windows_is_the_speech_of_the_voice_run_whole() {
     let (mut tts, mut stt, _cache) = joe_and_whisper();
     assert!(
         tts.decodes_in_windows(),
         "the joe voice is cut in two at its decoder"
     );
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(
+        tts.decoder_sessions(),
+        (true, cores.clamp(1, sotto::tts::DECODER_WORKERS_MAX)),
+        "the joe voice's decoder is made 2-D, one session per core"
+    );
     // Without noise the voice says a text the same way every run, so runs can be compared.
     tts.set_noise(0.0, 0.0);
     let text = "The committee will meet again on Thursday afternoon to go through the budget \
                 for next year and to decide which of the three proposals should go ahead first";
+    let whole = joe_run_whole(text);
     let mut speak = |window_frames: usize| {
         tts.set_decoder_window(window_frames);
         tts.synthesize(text, 1.0).unwrap().samples
     };
-    let whole = speak(1_000_000);
     let windowed = speak(40);
+    let one_window = speak(1_000_000);
     let default = speak(sotto::tts::DECODER_WINDOW_FRAMES);
     let seconds = whole.len() as f32 / tts.sample_rate_hz as f32;
     assert!(
@@ -262,7 +299,11 @@ fn a_long_clause_decoded_in_windows_is_the_speech_decoded_whole() {
         "{seconds} s: long enough for at least two default windows"
     );
     let peak = whole.iter().fold(0f32, |m, x| m.max(x.abs()));
-    for (name, samples) in [("40-frame", &windowed), ("default", &default)] {
+    for (name, samples) in [
+        ("40-frame", &windowed),
+        ("one window per session", &one_window),
+        ("default", &default),
+    ] {
         assert_eq!(samples.len(), whole.len(), "{name} windows");
         let diff = whole
             .iter()
