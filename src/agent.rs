@@ -207,7 +207,15 @@ pub fn run(
     let tts: JoinHandle<Result<(), AgentError>> = {
         let (ev, live) = (ev_tx.clone(), live.clone());
         spawn("tts", move || {
-            speak::run(&mut *voice, &tts_rx, &live, &ev, &play_tx).map_err(|e| {
+            speak::run(
+                &mut *voice,
+                &tts_rx,
+                &live,
+                &ev,
+                &play_tx,
+                crate::tts::KEEP_WARM,
+            )
+            .map_err(|e| {
                 let _ = ev.send(Event::Failed { stage: "tts" });
                 failed("speech synthesis")(e)
             })

@@ -214,6 +214,14 @@ pub const DECODER_WINDOW_FRAMES_1D: usize = 256;
 /// the context on its sides costs more than a second core gives.
 const DECODER_WINDOW_FRAMES_MIN: usize = 24;
 
+/// How long a voice keeps its working memory after it last spoke before it is given back
+/// ([`Tts::release_memory`]). Kept, it is ~90 MB of the decoder's buffers (bounded by
+/// [`DECODER_WINDOW_FRAMES`], however long the clauses); given back, the next clause took
+/// ~20 ms longer while ONNX Runtime's arenas grew again (`sotto serve`, a sentence after 3 s
+/// idle: 117-122 ms to first audio against 98-99 kept, joe voice). A conversation's next
+/// question comes within seconds; after this long nobody is waiting.
+pub const KEEP_WARM: Duration = Duration::from_secs(20);
+
 /// How ONNX Runtime's threads wait for each other between the steps of the voice's network.
 ///
 /// Measured here (joe voice, 2 cores, `scripts/compare_tts.py --runs 9`, warm real-time factor
@@ -427,8 +435,8 @@ impl Tts {
         })
     }
 
-    /// Gives ONNX Runtime's buffers back to the system (a tiny run that shrinks its arena,
-    /// ~10 ms). Call when nothing is waiting to be spoken, e.g. at the end of a reply.
+    /// Gives ONNX Runtime's buffers back to the system (a tiny run that shrinks its arenas,
+    /// ~10 ms). Call when nothing has been said for a while ([`KEEP_WARM`]).
     pub fn release_memory(&mut self) -> Result<(), TtsError> {
         let map = &self.config.phoneme_id_map;
         let ids = phoneme_ids(map, "ə");

@@ -1,12 +1,12 @@
 //! The voice as a stage: the "tts" thread owns the voice, synthesizes each clause of the live
 //! turn as it arrives and hands the audio to playback. Clauses of a turn that is no longer live
 //! are skipped. Where the chunker cut a clause in two, the silence between the two pieces'
-//! speech is trimmed ([`crate::tts::Seams`]). When nothing more is waiting it lets the voice
-//! give working memory back.
+//! speech is trimmed ([`crate::tts::Seams`]). When nothing has been said for
+//! [`crate::tts::KEEP_WARM`] it lets the voice give working memory back.
 
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::coordinator::Event;
 use super::play;
@@ -51,17 +51,35 @@ pub enum Job {
     End { turn: TurnId },
 }
 
-/// The worker: runs until the job channel closes or playback is gone.
+/// The worker: runs until the job channel closes or playback is gone. The voice is told it is
+/// idle once nothing has been said for `keep_warm` ([`crate::tts::KEEP_WARM`]).
 pub fn run(
     voice: &mut dyn Voice,
     jobs: &Receiver<Job>,
     live: &LiveTurn,
     events: &Sender<Event>,
     audio: &Sender<play::Job>,
+    keep_warm: std::time::Duration,
 ) -> Result<(), StageError> {
     // The seams of the turn being spoken.
     let mut seams: Option<(TurnId, crate::tts::Seams)> = None;
-    for job in jobs.iter() {
+    // When the voice gives its working memory back, if nothing is said before.
+    let mut release_at: Option<Instant> = None;
+    loop {
+        let next = match release_at {
+            Some(at) => jobs.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let job = match next {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                voice.idle();
+                release_at = None;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        release_at = None;
         match job {
             Job::Speak {
                 turn,
@@ -104,10 +122,86 @@ pub fn run(
                     return Ok(());
                 }
                 if jobs.is_empty() {
-                    voice.idle();
+                    release_at = Some(Instant::now() + keep_warm);
                 }
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A voice that says nothing and counts the times it was told it is idle.
+    struct Quiet(Arc<AtomicUsize>);
+
+    impl Voice for Quiet {
+        fn synthesize(&mut self, _: &str) -> Result<(Vec<f32>, u32), StageError> {
+            Ok((vec![0.0; 160], 16_000))
+        }
+        fn idle(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_voice_gives_its_memory_back_only_after_a_while_with_nothing_to_say() {
+        let idles = Arc::new(AtomicUsize::new(0));
+        let (jobs_tx, jobs) = crossbeam_channel::unbounded();
+        let (events, _events_rx) = crossbeam_channel::unbounded();
+        let (audio, _audio_rx) = crossbeam_channel::unbounded();
+        let live = Arc::new(LiveTurn::default());
+        let keep_warm = Duration::from_millis(1000);
+        let worker = {
+            let (idles, live) = (idles.clone(), live.clone());
+            std::thread::spawn(move || {
+                run(&mut Quiet(idles), &jobs, &live, &events, &audio, keep_warm)
+            })
+        };
+        let say = |n: u64| {
+            let turn = TurnId::new(n).unwrap();
+            live.set(Some(turn));
+            let text = "Hello.".to_string();
+            jobs_tx
+                .send(Job::Speak {
+                    turn,
+                    text,
+                    first: true,
+                    mid_clause: false,
+                })
+                .unwrap();
+            jobs_tx.send(Job::End { turn }).unwrap();
+        };
+        say(1);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            idles.load(Ordering::SeqCst),
+            0,
+            "not at the end of the reply"
+        );
+        // The next reply within the time keeps the memory, and starts the wait again.
+        say(2);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            idles.load(Ordering::SeqCst),
+            0,
+            "the wait starts again after each reply"
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(idles.load(Ordering::SeqCst), 1, "once after the quiet");
+        std::thread::sleep(Duration::from_millis(1200));
+        assert_eq!(
+            idles.load(Ordering::SeqCst),
+            1,
+            "and not again until something is said"
+        );
+        drop(jobs_tx);
+        worker.join().unwrap().unwrap();
+    }
 }

@@ -511,7 +511,7 @@ fn whisper_language(tag: &str) -> String {
 
 fn tts_worker(mut engine: TtsEngine, jobs: Receiver<TtsJob>) {
     loop {
-        let job = match jobs.recv_timeout(Duration::from_secs(2)) {
+        let job = match jobs.recv_timeout(crate::tts::KEEP_WARM) {
             Ok(job) => job,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 // Nothing to say for a while: give ONNX Runtime's buffers back.
