@@ -197,12 +197,13 @@ struct Decoder {
 /// short and their context costs more than a core gives (not measured: this machine has two).
 pub const DECODER_WORKERS_MAX: usize = 4;
 
-/// The most latent frames one session of the decoder runs on at once: ~1.5 s of speech (86
-/// frames a second at 22.05 kHz). Its memory follows the window: a clause of 689 frames (8 s)
-/// took 150-180 MiB decoded whole by the 1-D decoder, 97-99 MiB in windows of 256 frames, 81
-/// in windows of 192 and 48 in windows of 128 (onnxruntime 1.32, joe voice, fresh process
-/// each). Two 2-D sessions side by side on windows of 128 took 93-97 MiB, what one 1-D session
-/// took on windows of 256, and ~20 % less time (694 frames: 120 against 149-181 ms).
+/// The most latent frames one session of the decoder runs on at once: ~2.2 s of speech (86
+/// frames a second at 22.05 kHz). Its memory follows the window, not the clause: a clause of
+/// 689 frames (8 s) took 150-180 MiB decoded whole by the 1-D decoder, 97-99 MiB in windows of
+/// 256 frames (onnxruntime 1.32, joe voice, fresh process each). With two 2-D sessions side by
+/// side (the tts bench serving a 7.5 s clause eight times, twice each): windows of 192 peaked
+/// at 233 MB and decoded a 575-frame clause in 93-96 ms, windows of 128 at 209 MB in 100-104
+/// ms.
 pub const DECODER_WINDOW_FRAMES: usize = 192;
 
 /// The same for a decoder left 1-D, run by one session on all cores: windows of 256 frames cost
