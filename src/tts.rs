@@ -466,10 +466,11 @@ impl Tts {
             Pass::Shrink => &self.shrink,
             Pass::Speak | Pass::WarmUp => &self.run_options,
         };
-        let speaker = || Tensor::<i64>::from_array(([1usize], vec![0i64].into_boxed_slice()));
         let outputs = if self.config.num_speakers > 1 {
-            self.front
-                .run_with_options(ort::inputs![input, lengths, scales, speaker()?], options)?
+            self.front.run_with_options(
+                ort::inputs![input, lengths, scales, first_speaker()?],
+                options,
+            )?
         } else {
             self.front
                 .run_with_options(ort::inputs![input, lengths, scales], options)?
@@ -672,6 +673,11 @@ fn side_by_side<T: Send>(
     })
 }
 
+/// The `sid` input of a voice of several speakers: its first speaker.
+fn first_speaker() -> Result<ort::value::Tensor<i64>, ort::Error> {
+    ort::value::Tensor::from_array(([1usize], vec![0i64].into_boxed_slice()))
+}
+
 /// How a decoder's session is fed.
 #[derive(Clone, Copy)]
 struct Feed<'a> {
@@ -696,18 +702,15 @@ impl Feed<'_> {
         for c in 0..channels {
             window.extend_from_slice(&latent.frames[c * len + run.start..c * len + run.end]);
         }
-        let window = if self.two_d {
-            Tensor::<f32>::from_array((
-                [1usize, channels, 1, run.len()],
-                window.into_boxed_slice(),
-            ))?
+        let shape = if self.two_d {
+            vec![1, channels, 1, run.len()]
         } else {
-            Tensor::<f32>::from_array(([1usize, channels, run.len()], window.into_boxed_slice()))?
+            vec![1, channels, run.len()]
         };
+        let window = Tensor::<f32>::from_array((shape, window.into_boxed_slice()))?;
         let mut inputs = ort::inputs![self.latent => window];
         if self.needs_speaker {
-            let speaker = Tensor::<i64>::from_array(([1usize], vec![0i64].into_boxed_slice()))?;
-            inputs.push(("sid".into(), speaker.into()));
+            inputs.push(("sid".into(), first_speaker()?.into()));
         }
         let decoded = session.run_with_options(inputs, options)?;
         let (_, samples) = decoded[0].try_extract_tensor::<f32>()?;
