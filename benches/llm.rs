@@ -84,8 +84,9 @@ fn serve() {
     }
 }
 
-/// Matrix-vector throughput of each kernel, on a matrix that fits in cache and on one that
-/// does not (decoding streams the whole model from memory for every token).
+/// Throughput of each kernel, for one token (decoding: a matrix-vector product) and for the
+/// 43 tokens of a prompt (prefill), on a matrix that fits in cache and on one that does not
+/// (decoding streams the whole model from memory for every token).
 fn kernels() {
     use sotto::llm::quant::{self, ActBlock, Isa, OutPtr, QK, QMatrix, WeightType};
     for (rows, cols) in [(1536usize, 576usize), (49152, 576)] {
@@ -100,26 +101,29 @@ fn kernels() {
                 }
             }
             let w = QMatrix::new(ty, rows, cols, sotto::llm::arena::Slice::from_vec(data)).unwrap();
-            let x: Vec<f32> = (0..cols).map(|i| (i as f32).sin()).collect();
-            let mut act = vec![ActBlock::default(); cols / QK];
-            quant::quantize_row(&x, &mut act);
-            let mut out = vec![0f32; rows];
-            for isa in Isa::available() {
-                let iters = (200_000_000 / bytes).max(3);
-                let t0 = std::time::Instant::now();
-                for _ in 0..iters {
-                    // SAFETY: one call at a time writes the whole output.
-                    unsafe {
-                        quant::matmul_rows(isa, &w, 0..rows, &act, 1, OutPtr::new(&mut out, rows))
-                    };
+            for n_tok in [1usize, 43] {
+                let x: Vec<f32> = (0..n_tok * cols).map(|i| (i as f32).sin()).collect();
+                let mut act = vec![ActBlock::default(); n_tok * cols / QK];
+                quant::quantize_row(&x, &mut act);
+                let mut out = vec![0f32; n_tok * rows];
+                for isa in Isa::available() {
+                    let iters = (200_000_000 / bytes / n_tok).max(3);
+                    let t0 = std::time::Instant::now();
+                    for _ in 0..iters {
+                        // SAFETY: one call at a time writes the whole output.
+                        unsafe {
+                            let out = OutPtr::new(&mut out, rows);
+                            quant::matmul_rows(isa, &w, 0..rows, &act, n_tok, out)
+                        };
+                    }
+                    let s = t0.elapsed().as_secs_f64() / iters as f64;
+                    println!(
+                        "{ty:?} {rows}x{cols} x{n_tok} {isa:?}: {:.1} us, {:.1} GB/s, {:.1} GMAC/s (one thread)",
+                        s * 1e6,
+                        bytes as f64 / s / 1e9,
+                        (rows * cols * n_tok) as f64 / s / 1e9
+                    );
                 }
-                let s = t0.elapsed().as_secs_f64() / iters as f64;
-                println!(
-                    "{ty:?} {rows}x{cols} {isa:?}: {:.1} us, {:.1} GB/s, {:.1} GMAC/s (one thread)",
-                    s * 1e6,
-                    bytes as f64 / s / 1e9,
-                    (rows * cols) as f64 / s / 1e9
-                );
             }
         }
     }

@@ -193,6 +193,10 @@ pub enum Isa {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
+    /// The same 256-bit VNNI instruction in its AVX-512 form (AVX512-VNNI with AVX512-VL):
+    /// Intel's server cores since Cascade Lake and AMD's since Zen 4, which lack AVX-VNNI.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -208,6 +212,12 @@ impl Isa {
                 if avx2 && is_x86_feature_detected!("avxvnni") {
                     return Isa::AvxVnni;
                 }
+                if avx2
+                    && is_x86_feature_detected!("avx512vnni")
+                    && is_x86_feature_detected!("avx512vl")
+                {
+                    return Isa::Avx512Vnni;
+                }
                 if avx2 {
                     return Isa::Avx2;
                 }
@@ -221,11 +231,14 @@ impl Isa {
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {
-            if matches!(Isa::best(), Isa::Avx2 | Isa::AvxVnni) {
+            if Isa::best() != Isa::Portable {
                 v.push(Isa::Avx2);
-            }
-            if Isa::best() == Isa::AvxVnni {
-                v.push(Isa::AvxVnni);
+                if is_x86_feature_detected!("avxvnni") {
+                    v.push(Isa::AvxVnni);
+                }
+                if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                    v.push(Isa::Avx512Vnni);
+                }
             }
         }
         v
@@ -364,6 +377,18 @@ pub unsafe fn matmul_rows(
                 WeightType::Q4_0 => drive!(x86::vnni, F_Q4_0, base, rb, x, bpr, rows, n_tok, out),
                 WeightType::Q4_1 => drive!(x86::vnni, F_Q4_1, base, rb, x, bpr, rows, n_tok, out),
                 WeightType::Q8_0 => drive!(x86::vnni, F_Q8_0, base, rb, x, bpr, rows, n_tok, out),
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => match w.ty {
+                WeightType::Q4_0 => {
+                    drive!(x86::vnni512, F_Q4_0, base, rb, x, bpr, rows, n_tok, out)
+                }
+                WeightType::Q4_1 => {
+                    drive!(x86::vnni512, F_Q4_1, base, rb, x, bpr, rows, n_tok, out)
+                }
+                WeightType::Q8_0 => {
+                    drive!(x86::vnni512, F_Q8_0, base, rb, x, bpr, rows, n_tok, out)
+                }
             },
         }
     }
@@ -575,6 +600,18 @@ mod x86 {
         tile_kernel!("avx2,fma,f16c,avxvnni", dot_vnni);
     }
 
+    /// u8 × i8 → eight i32 sums of four products, in AVX-512 VNNI's 256-bit form.
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    #[inline]
+    fn dot_vnni512(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+
+    pub mod vnni512 {
+        use super::*;
+        tile_kernel!("avx2,fma,f16c,avx512vnni,avx512vl", dot_vnni512);
+    }
+
     /// Σ a·b with `b` in f16.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
@@ -625,7 +662,7 @@ pub fn dot_f16(isa: Isa, a: &[f32], b: &[f16]) -> f32 {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` is only AVX2 or better when the CPU has AVX2, FMA and F16C.
-        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::dot_f16(a, b) },
+        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => unsafe { x86::dot_f16(a, b) },
         _ => a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum(),
     }
 }
@@ -635,7 +672,7 @@ pub fn axpy_f16(isa: Isa, y: &mut [f32], a: f32, x: &[f16]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dot_f16`.
-        Isa::Avx2 | Isa::AvxVnni => unsafe { x86::axpy_f16(y, a, x) },
+        Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => unsafe { x86::axpy_f16(y, a, x) },
         _ => {
             for (y, x) in y.iter_mut().zip(x) {
                 *y += a * x.to_f32();
