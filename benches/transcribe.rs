@@ -88,6 +88,8 @@ fn serve() {
 }
 
 fn main() {
+    // Malloc set as the sotto binary sets it, so the benches measure what users run.
+    sotto::memory::return_large_blocks_to_the_system();
     if std::env::args().any(|a| a == "--serve") {
         serve();
         return;
