@@ -212,10 +212,7 @@ impl Isa {
                 if avx2 && is_x86_feature_detected!("avxvnni") {
                     return Isa::AvxVnni;
                 }
-                if avx2
-                    && is_x86_feature_detected!("avx512vnni")
-                    && is_x86_feature_detected!("avx512vl")
-                {
+                if avx2 && has_avx512_vnni() {
                     return Isa::Avx512Vnni;
                 }
                 if avx2 {
@@ -236,13 +233,19 @@ impl Isa {
                 if is_x86_feature_detected!("avxvnni") {
                     v.push(Isa::AvxVnni);
                 }
-                if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                if has_avx512_vnni() {
                     v.push(Isa::Avx512Vnni);
                 }
             }
         }
         v
     }
+}
+
+/// Whether the CPU has VNNI's 256-bit form in AVX-512 (AVX512-VNNI with AVX512-VL).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_vnni() -> bool {
+    is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
 }
 
 /// Where a matrix product writes: `n_tok` rows of `stride` floats.
