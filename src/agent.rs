@@ -275,6 +275,9 @@ pub fn run(
             match cmd {
                 Cmd::SetLive(turn) => live.set(turn),
                 Cmd::Mute(on) => mute.store(on, Ordering::SeqCst),
+                Cmd::RestVoice => {
+                    let _ = tts_tx.try_send(speak::Job::Rest);
+                }
                 Cmd::StopPlayback { detected } => {
                     let _ = stop_tx.try_send(detected);
                 }

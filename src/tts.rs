@@ -220,7 +220,9 @@ const DECODER_WINDOW_FRAMES_MIN: usize = 24;
 /// [`DECODER_WINDOW_FRAMES`], however long the clauses); given back, the next clause took
 /// ~20 ms longer while ONNX Runtime's arenas grew again (`sotto serve`, a sentence after 3 s
 /// idle: 117-122 ms to first audio against 98-99 kept, joe voice). A conversation's next
-/// question comes within seconds; after this long nobody is waiting.
+/// question comes within seconds; after this long nobody is waiting. The agent has the voice
+/// give it back sooner, as soon as someone starts speaking ([`crate::pipeline::speak::Job::Rest`]):
+/// Whisper's state for the utterance would otherwise come on top of it.
 pub const KEEP_WARM: Duration = Duration::from_secs(20);
 
 /// How ONNX Runtime's threads wait for each other between the steps of the voice's network.

@@ -157,6 +157,9 @@ pub enum Cmd {
     /// The turn whose messages are current (None: no turn).
     SetLive(Option<TurnId>),
     Mute(bool),
+    /// Someone started speaking while sotto was idle: the voice may give its working memory
+    /// back now rather than hold it while Whisper takes its own (see [`super::speak::Job::Rest`]).
+    RestVoice,
     StopPlayback {
         detected: Instant,
     },
@@ -483,7 +486,10 @@ impl Coordinator {
                     self.cancel(TurnOutcome::Interrupted, at, &mut out);
                     self.state = State::Listening;
                 }
-                State::Idle => self.state = State::Listening,
+                State::Idle => {
+                    self.state = State::Listening;
+                    out.push(Cmd::RestVoice);
+                }
                 _ => {}
             },
             Event::UtteranceEnded {
@@ -1240,6 +1246,25 @@ confirm = true
         let r = reports(&cmds);
         assert_eq!(r[0].outcome, TurnOutcome::Interrupted);
         assert_eq!(r[0].barge_in_stop_ms, Some(7));
+    }
+
+    #[test]
+    fn speech_starting_while_idle_lets_the_voice_rest_and_barge_in_does_not() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(Settings::default(), t0);
+        let started = c.handle(Event::SpeechStarted { at: t0 }, t0);
+        assert_eq!(started, vec![Cmd::RestVoice]);
+        heard(&mut c, 1, "Hello.", t0);
+        c.handle(
+            Event::FirstAudio {
+                turn: t(1),
+                at: t0,
+                synth_ms: 1,
+            },
+            t0,
+        );
+        let barge_in = c.handle(Event::SpeechStarted { at: t0 }, t0);
+        assert!(!barge_in.contains(&Cmd::RestVoice), "{barge_in:?}");
     }
 
     #[test]

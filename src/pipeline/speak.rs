@@ -2,7 +2,8 @@
 //! turn as it arrives and hands the audio to playback. Clauses of a turn that is no longer live
 //! are skipped. Where the chunker cut a clause in two, the silence between the two pieces'
 //! speech is trimmed ([`crate::tts::Seams`]). When nothing has been said for
-//! [`crate::tts::KEEP_WARM`] it lets the voice give working memory back.
+//! [`crate::tts::KEEP_WARM`], or someone starts speaking, it lets the voice give working
+//! memory back.
 
 use std::time::Instant;
 
@@ -49,6 +50,11 @@ pub enum Job {
     },
     /// The turn has nothing more to say.
     End { turn: TurnId },
+    /// Someone is speaking and nothing is being said: a voice holding its working memory
+    /// ([`crate::tts::KEEP_WARM`]) gives it back now. Whisper is about to take ~40-90 MB for
+    /// the utterance, and the two together made the agent's peak (12 questions 20 s apart:
+    /// 465-494 MiB); the reply's first clause then pays the voice's regrowth (~20 ms).
+    Rest,
 }
 
 /// The worker: runs until the job channel closes or playback is gone. The voice is told it is
@@ -79,7 +85,8 @@ pub fn run(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        release_at = None;
+        // The voice is idle and holding its working memory.
+        let resting_warm = release_at.take().is_some();
         match job {
             Job::Speak {
                 turn,
@@ -125,6 +132,8 @@ pub fn run(
                     release_at = Some(Instant::now() + keep_warm);
                 }
             }
+            Job::Rest if resting_warm => voice.idle(),
+            Job::Rest => {}
         }
     }
     Ok(())
@@ -201,6 +210,49 @@ mod tests {
             1,
             "and not again until something is said"
         );
+        drop(jobs_tx);
+        worker.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn someone_speaking_while_the_voice_rests_warm_has_it_give_its_memory_back_at_once() {
+        let idles = Arc::new(AtomicUsize::new(0));
+        let (jobs_tx, jobs) = crossbeam_channel::unbounded();
+        let (events, _events_rx) = crossbeam_channel::unbounded();
+        let (audio, _audio_rx) = crossbeam_channel::unbounded();
+        let live = Arc::new(LiveTurn::default());
+        let keep_warm = Duration::from_millis(800);
+        let worker = {
+            let (idles, live) = (idles.clone(), live.clone());
+            std::thread::spawn(move || {
+                run(&mut Quiet(idles), &jobs, &live, &events, &audio, keep_warm)
+            })
+        };
+        let count = || idles.load(Ordering::SeqCst);
+        jobs_tx.send(Job::Rest).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count(), 0, "nothing held before anything was said");
+        let turn = TurnId::new(1).unwrap();
+        live.set(Some(turn));
+        jobs_tx
+            .send(Job::Speak {
+                turn,
+                text: "Hello.".to_string(),
+                first: true,
+                mid_clause: false,
+            })
+            .unwrap();
+        jobs_tx.send(Job::Rest).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count(), 0, "not while a reply is being said");
+        jobs_tx.send(Job::End { turn }).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        jobs_tx.send(Job::Rest).unwrap();
+        jobs_tx.send(Job::Rest).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count(), 1, "at once after the reply, and once");
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(count(), 1, "the wait for the quiet ended with it");
         drop(jobs_tx);
         worker.join().unwrap().unwrap();
     }
