@@ -424,6 +424,22 @@ pub fn pcm16_mono(sample_rate_hz: u32) -> hound::WavSpec {
     }
 }
 
+/// A temporary file in the folder `path` is in (the current one for a bare file name), to be
+/// persisted as `path` once it is whole: a crash never leaves a half-written file under the
+/// real name. The error names the folder.
+pub fn temp_file_beside(path: &Path) -> Result<tempfile::NamedTempFile, std::io::Error> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tempfile::NamedTempFile::new_in(dir).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot create a file in {}: {e}", dir.display()),
+        )
+    })
+}
+
 /// Writes mono f32 audio as a 16-bit PCM WAV file.
 pub fn write_wav(path: &Path, samples: &[f32], sample_rate_hz: u32) -> Result<(), AudioError> {
     let spec = pcm16_mono(sample_rate_hz);

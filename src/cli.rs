@@ -1024,12 +1024,7 @@ fn transcribe_one(
 /// Writes a file through a temporary name in the same directory, so a crash never leaves a
 /// half-written transcript under the real name.
 fn write_new_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let mut tmp = crate::audio::temp_file_beside(path)?;
     tmp.write_all(bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path)
@@ -1429,12 +1424,7 @@ fn say(
                     all.extend_from_slice(&gap);
                 }
             }
-            let dir = out
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            let tmp = audio::temp_file_beside(out)?;
             audio::write_wav(tmp.path(), &all, tts.sample_rate_hz)?;
             tmp.persist(out)
                 .with_context(|| format!("cannot write {}", out.display()))?;

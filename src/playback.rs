@@ -199,12 +199,7 @@ impl Recorder {
         &mut self,
     ) -> Result<&mut hound::WavWriter<std::io::BufWriter<std::fs::File>>, PlaybackError> {
         if self.file.is_none() {
-            let dir = self
-                .path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| self.failed(e))?;
+            let tmp = audio::temp_file_beside(&self.path).map_err(|e| self.failed(e))?;
             let file = tmp.reopen().map_err(|e| self.failed(e))?;
             let spec = audio::pcm16_mono(self.sample_rate_hz);
             let writer = hound::WavWriter::new(std::io::BufWriter::new(file), spec)
