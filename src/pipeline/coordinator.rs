@@ -1027,6 +1027,17 @@ confirm = true
             .collect()
     }
 
+    /// Drives one turn until its first audio plays; returns what the coordinator asks for then.
+    fn speaking(c: &mut Coordinator, turn: u64, text: &str, t: Instant) -> Vec<Cmd> {
+        heard(c, turn, text, t);
+        let first_audio = Event::FirstAudio {
+            turn: TurnId::new(turn).unwrap(),
+            at: t,
+            synth_ms: 1,
+        };
+        c.handle(first_audio, t)
+    }
+
     fn heard_all(c: &mut Coordinator, turn: u64, text: &str, t: Instant) -> Vec<Cmd> {
         c.handle(Event::SpeechStarted { at: t }, t);
         c.handle(
@@ -1217,15 +1228,7 @@ confirm = true
             },
             t0,
         );
-        heard(&mut c, 1, "Tell me a story.", t0);
-        let cmds = c.handle(
-            Event::FirstAudio {
-                turn: t(1),
-                at: t0,
-                synth_ms: 1,
-            },
-            t0,
-        );
+        let cmds = speaking(&mut c, 1, "Tell me a story.", t0);
         assert!(cmds.is_empty(), "no echo guard with barge-in");
         let speech = t0 + Duration::from_secs(2);
         let cmds = c.handle(Event::SpeechStarted { at: speech }, speech);
@@ -1251,35 +1254,28 @@ confirm = true
     #[test]
     fn speech_starting_while_idle_lets_the_voice_rest_and_barge_in_does_not() {
         let t0 = Instant::now();
-        let mut c = Coordinator::new(Settings::default(), t0);
-        let started = c.handle(Event::SpeechStarted { at: t0 }, t0);
-        assert_eq!(started, vec![Cmd::RestVoice]);
-        heard(&mut c, 1, "Hello.", t0);
-        c.handle(
-            Event::FirstAudio {
-                turn: t(1),
-                at: t0,
-                synth_ms: 1,
+        let mut c = Coordinator::new(
+            Settings {
+                barge_in: true,
+                ..Settings::default()
             },
             t0,
         );
+        let started = c.handle(Event::SpeechStarted { at: t0 }, t0);
+        assert_eq!(started, vec![Cmd::RestVoice]);
+        speaking(&mut c, 1, "Hello.", t0);
         let barge_in = c.handle(Event::SpeechStarted { at: t0 }, t0);
-        assert!(!barge_in.contains(&Cmd::RestVoice), "{barge_in:?}");
+        assert_eq!(
+            barge_in,
+            vec![Cmd::SetLive(None), Cmd::StopPlayback { detected: t0 }]
+        );
     }
 
     #[test]
     fn without_barge_in_speech_while_speaking_is_ignored() {
         let t0 = Instant::now();
         let mut c = Coordinator::new(Settings::default(), t0);
-        heard(&mut c, 1, "Hello.", t0);
-        c.handle(
-            Event::FirstAudio {
-                turn: t(1),
-                at: t0,
-                synth_ms: 1,
-            },
-            t0,
-        );
+        speaking(&mut c, 1, "Hello.", t0);
         assert!(c.handle(Event::SpeechStarted { at: t0 }, t0).is_empty());
         assert_eq!(c.state, State::Speaking);
     }

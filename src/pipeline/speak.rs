@@ -159,20 +159,45 @@ mod tests {
         }
     }
 
+    /// The worker on a [`Quiet`] voice.
+    struct Worker {
+        jobs_tx: Sender<Job>,
+        idles: Arc<AtomicUsize>,
+        live: Arc<LiveTurn>,
+        worker: std::thread::JoinHandle<Result<(), StageError>>,
+    }
+
+    impl Worker {
+        fn start(keep_warm: Duration) -> Self {
+            let idles = Arc::new(AtomicUsize::new(0));
+            let (jobs_tx, jobs) = crossbeam_channel::unbounded();
+            let (events, _events_rx) = crossbeam_channel::unbounded();
+            let (audio, _audio_rx) = crossbeam_channel::unbounded();
+            let live = Arc::new(LiveTurn::default());
+            let worker = {
+                let (idles, live) = (idles.clone(), live.clone());
+                std::thread::spawn(move || {
+                    let (_events_rx, _audio_rx) = (_events_rx, _audio_rx);
+                    run(&mut Quiet(idles), &jobs, &live, &events, &audio, keep_warm)
+                })
+            };
+            Self {
+                jobs_tx,
+                idles,
+                live,
+                worker,
+            }
+        }
+    }
+
     #[test]
     fn the_voice_gives_its_memory_back_only_after_a_while_with_nothing_to_say() {
-        let idles = Arc::new(AtomicUsize::new(0));
-        let (jobs_tx, jobs) = crossbeam_channel::unbounded();
-        let (events, _events_rx) = crossbeam_channel::unbounded();
-        let (audio, _audio_rx) = crossbeam_channel::unbounded();
-        let live = Arc::new(LiveTurn::default());
-        let keep_warm = Duration::from_millis(1000);
-        let worker = {
-            let (idles, live) = (idles.clone(), live.clone());
-            std::thread::spawn(move || {
-                run(&mut Quiet(idles), &jobs, &live, &events, &audio, keep_warm)
-            })
-        };
+        let Worker {
+            jobs_tx,
+            idles,
+            live,
+            worker,
+        } = Worker::start(Duration::from_millis(1000));
         let say = |n: u64| {
             let turn = TurnId::new(n).unwrap();
             live.set(Some(turn));
@@ -216,18 +241,12 @@ mod tests {
 
     #[test]
     fn someone_speaking_while_the_voice_rests_warm_has_it_give_its_memory_back_at_once() {
-        let idles = Arc::new(AtomicUsize::new(0));
-        let (jobs_tx, jobs) = crossbeam_channel::unbounded();
-        let (events, _events_rx) = crossbeam_channel::unbounded();
-        let (audio, _audio_rx) = crossbeam_channel::unbounded();
-        let live = Arc::new(LiveTurn::default());
-        let keep_warm = Duration::from_millis(800);
-        let worker = {
-            let (idles, live) = (idles.clone(), live.clone());
-            std::thread::spawn(move || {
-                run(&mut Quiet(idles), &jobs, &live, &events, &audio, keep_warm)
-            })
-        };
+        let Worker {
+            jobs_tx,
+            idles,
+            live,
+            worker,
+        } = Worker::start(Duration::from_millis(800));
         let count = || idles.load(Ordering::SeqCst);
         jobs_tx.send(Job::Rest).unwrap();
         std::thread::sleep(Duration::from_millis(100));
