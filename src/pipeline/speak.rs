@@ -51,9 +51,10 @@ pub enum Job {
     /// The turn has nothing more to say.
     End { turn: TurnId },
     /// Someone is speaking and nothing is being said: a voice holding its working memory
-    /// ([`crate::tts::KEEP_WARM`]) gives it back now. Whisper is about to take ~40-90 MB for
+    /// ([`crate::tts::KEEP_WARM`]) gives it back now. Whisper is about to take ~40-45 MiB for
     /// the utterance, and the two together made the agent's peak (12 questions 20 s apart:
-    /// 465-494 MiB); the reply's first clause then pays the voice's regrowth (~20 ms).
+    /// 466-497 MiB, 429-434 with this); the reply's first clause then pays the voice's regrowth
+    /// (~20 ms, not seen in the agent's first audio).
     Rest,
 }
 
