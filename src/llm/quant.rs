@@ -99,13 +99,41 @@ pub fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
 }
 
 /// Quantizes `x` to Q8_0 weight blocks (used to convert f32/f16 weights at load).
+/// Rounds as ggml's reference quantizer does (C's `roundf`: ties away from zero).
 pub fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
+    out.reserve(x.len() / QK * WeightType::Q8_0.block_bytes());
     for xs in x.chunks_exact(QK) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // max |v| as `f32::max` would fold it (NaN ignored), in lanes the compiler vectorizes.
+        let mut lanes = [0f32; 8];
+        for c in xs.chunks_exact(8) {
+            for (m, v) in lanes.iter_mut().zip(c) {
+                *m = if v.abs() > *m { v.abs() } else { *m };
+            }
+        }
+        let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut rounded = [0f32; QK];
+        for (r, &v) in rounded.iter_mut().zip(xs) {
+            *r = round_half_away(v * id);
+        }
+        let mut qs = [0u8; QK];
+        for (q, r) in qs.iter_mut().zip(rounded) {
+            *q = r as i32 as i8 as u8;
+        }
         out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-        out.extend(xs.iter().map(|&v| (v * id).round() as i8 as u8));
+        out.extend_from_slice(&qs);
+    }
+}
+
+/// `v.round()` in a form the compiler vectorizes (`round` itself is a libm call per value:
+/// quantizing Whisper's 37 M weights took ~270 ms that way).
+fn round_half_away(v: f32) -> f32 {
+    let t = v.trunc();
+    if (v - t).abs() >= 0.5 {
+        t + 1f32.copysign(v)
+    } else {
+        t
     }
 }
 
@@ -717,6 +745,20 @@ mod tests {
             }
         }
         QMatrix::new(ty, rows, cols, Slice::from_vec(data)).unwrap()
+    }
+
+    #[test]
+    fn q8_0_rounds_ties_away_from_zero_as_roundf() {
+        let mut rng = Lcg(7);
+        let mut values: Vec<f32> = (0..100_000).map(|_| rng.next() * 130.0).collect();
+        for k in -128..=128 {
+            let t = k as f32 + 0.5;
+            values.extend([t, t.next_down(), t.next_up(), k as f32]);
+        }
+        values.extend([0.49999997, -0.49999997, 8_388_607.5, -8_388_608.0]);
+        for v in values {
+            assert_eq!(round_half_away(v), v.round(), "{v}");
+        }
     }
 
     #[test]
