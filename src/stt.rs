@@ -4,6 +4,7 @@
 //! the thread that owns it. Each call to [`Stt::transcribe`] encodes only as much audio as
 //! there is (up to Whisper's 30 s window). Before whisper.cpp sees a model file, its ggml header is read and
 //! checked against the file's length: whisper.cpp is not robust against truncated files.
+//! On Linux the encoder's matrix products go through OpenBLAS (see build.rs).
 //!
 //! Input is 16 kHz mono f32 ([`crate::audio::WHISPER_SAMPLE_RATE_HZ`]).
 
