@@ -126,8 +126,9 @@ pub fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
     }
 }
 
-/// `v.round()` in a form the compiler vectorizes (`round` itself is a libm call per value:
-/// quantizing Whisper's 37 M weights took ~270 ms that way).
+/// `v.round()` in a form the compiler vectorizes (`round` itself is a libm call per value).
+/// With the lane-wise max above, quantizing Whisper tiny.en's 37 M weights took ~90 ms of
+/// perf's samples instead of ~170 ms.
 fn round_half_away(v: f32) -> f32 {
     let t = v.trunc();
     if (v - t).abs() >= 0.5 {
