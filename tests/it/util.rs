@@ -244,11 +244,6 @@ fn wer_counts_edits() {
     assert_eq!(wer("She has 3 brothers", "she has three brothers"), 0.0);
 }
 
-/// Speaks `text` with sotto's Piper voice into a 22.05 kHz 16-bit mono WAV (the format of
-/// [`silence`], so the two join with [`concat`]), without the quarter second of silence Piper
-/// puts at either end, so the pauses a test writes are the pauses there are. Whisper hears
-/// Piper's voice as it hears a person: espeak's clipped "for" at a pause comes back as
-/// "for it.", Piper's as "for."
 /// A clock started now: `at(s)` sleeps until `s` seconds after it started (at once if that
 /// has passed), to act in step with a file fed at real-time pace.
 pub fn pacer() -> impl Fn(f64) {
@@ -261,6 +256,11 @@ pub fn pacer() -> impl Fn(f64) {
     }
 }
 
+/// Speaks `text` with sotto's Piper voice into a 22.05 kHz 16-bit mono WAV (the format of
+/// [`silence`], so the two join with [`concat`]), without the quarter second of silence Piper
+/// puts at either end, so the pauses a test writes are the pauses there are. Whisper hears
+/// Piper's voice as it hears a person: espeak's clipped "for" at a pause comes back as
+/// "for it.", Piper's as "for."
 pub fn voice(text: &str, out: &Path) {
     // Piper samples noise (VITS), so each rendition differs, and now and then Whisper tiny.en
     // mishears one ("Turn on the lamp." as "Turn on the left."). The tests that speak are
