@@ -3168,7 +3168,7 @@ static void log_mel_spectrogram_worker_thread(int ith, const float * hann, const
             double sum = 0.0;
             // sotto: a filter is zero outside a few bins; the sum runs over the groups of four
             // that hold its non-zero weights only (a group of zeros adds exactly 0 to the sum:
-            // the same result, a tenth of the work).
+            // the same result; for tiny.en's 80 filters, 644 of the 16,000 products).
             const int k0 = filter_bounds[2*j + 0];
             const int k1 = filter_bounds[2*j + 1];
             int k = k0;
