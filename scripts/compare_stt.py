@@ -45,12 +45,13 @@ LONG_TEXT = (
 
 def make_60s(path: Path) -> None:
     """LONG_TEXT spoken by espeak-ng, brought to exactly 60 s by sox's tempo (pitch kept), so
-    the whole text is in the audio and is the WER reference."""
+    the whole text is in the audio and is the WER reference. Without dither (-D): sox's random
+    dither made every run's file, and so its transcripts, a little different."""
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(raw), LONG_TEXT], check=True)
     secs = float(subprocess.run(["soxi", "-D", str(raw)], check=True, capture_output=True,
                                 text=True).stdout)
-    subprocess.run(["sox", str(raw), "-r", "16000", str(path), "tempo", "-s", f"{secs / 60:.5f}",
+    subprocess.run(["sox", "-D", str(raw), "-r", "16000", str(path), "tempo", "-s", f"{secs / 60:.5f}",
                     "trim", "0", "60"], check=True)
     raw.unlink()
 

@@ -290,7 +290,18 @@ fn main() {
         let is_cmake_flag = key.starts_with("CMAKE_");
         if is_whisper_flag || is_ggml_flag || is_cmake_flag {
             config.define(&key, &value);
+            // sotto: a change to a flag passed on rebuilds whisper.cpp.
+            println!("cargo:rerun-if-env-changed={key}");
         }
+    }
+    // sotto: and so does setting one that was not set before (those sotto's .cargo/config.toml
+    // sets, and the other instruction-set switches).
+    for key in [
+        "GGML_NATIVE", "GGML_AVX", "GGML_AVX2", "GGML_AVX_VNNI", "GGML_AVX512", "GGML_AVX512_VBMI",
+        "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_FMA", "GGML_F16C", "GGML_BMI2",
+        "GGML_LLAMAFILE", "GGML_BLAS", "CMAKE_BUILD_TYPE",
+    ] {
+        println!("cargo:rerun-if-env-changed={key}");
     }
 
     if cfg!(not(feature = "openmp")) {

@@ -1367,6 +1367,16 @@ class tinyBLAS_Q0_AVX {
   private:
     void mnpack(int64_t m0, int64_t m, int64_t n0, int64_t n) {
         int64_t mc, nc, mp, np;
+#if VECTOR_REGISTERS == 32 && defined(__AVX2__) && defined(__F16C__)
+        // sotto: five columns in one pass over A (20 accumulators fit in 32 registers). Beam
+        // search decodes five beams at once, and A is then the vocabulary matrix: split 4 + 1,
+        // it was read from memory twice per token.
+        if (m - m0 >= 4 && n - n0 == 5) {
+            gemm4xN<5>(m0, m, n0, n);
+            mnpack(m0 + (m - m0) / 4 * 4, m, n0, n);
+            return;
+        }
+#endif
         switch ((MIN(m - m0, 4) << 4) | MIN(n - n0, 4)) {
 #if VECTOR_REGISTERS == 32
         case 0x44:
