@@ -814,7 +814,8 @@ struct whisper_decoder {
     std::vector<float> logits;
     std::vector<float> logprobs;
 
-    // work container used to avoid memory allocations
+    // work container used to avoid memory allocations (sotto: only decoder 0's, for language
+    // detection; beam search no longer sorts a copy of the logits)
     std::vector<whisper_pair<double, whisper_vocab::id>> logits_id;
 
     mutable std::mt19937 rng; // used for sampling at t > 0.0
@@ -6990,7 +6991,6 @@ int whisper_full_with_state(
         decoder.probs.resize   (ctx->vocab.n_vocab);
         decoder.logits.resize  (ctx->vocab.n_vocab);
         decoder.logprobs.resize(ctx->vocab.n_vocab);
-        decoder.logits_id.reserve(ctx->model.hparams.n_vocab);
 
         decoder.rng = std::mt19937(j);
     }
