@@ -35,6 +35,8 @@
 #include <thread>
 #include <vector>
 
+#include "sotto-logsumexp.h" // sotto: whisper_max_f32, whisper_sum_exp_f32
+
 #ifdef _MSC_VER
 #include <codecvt>
 #endif
@@ -2914,7 +2916,11 @@ static bool whisper_decode_internal(
             return false;
         }
 
-        const uint32_t pad = whisper_kv_cache_get_padding(wctx);
+        // sotto: at least 32 cells, so that the attention's V product has a length the CPU's
+        // tiled F16 kernel takes (a multiple of 16; it refused 97 and fell back to one dot
+        // product per output). The cells past the last used one are masked (-INFINITY below)
+        // and weigh exactly 0.
+        const uint32_t pad = std::max(32u, whisper_kv_cache_get_padding(wctx));
         kv_self.n = std::min(kv_self.size, std::max(pad, GGML_PAD(whisper_kv_cache_cell_max(kv_self), pad)));
 
         //kv_self.n = std::min((int32_t) hparams.n_text_ctx, std::max(32, whisper_kv_cache_cell_max(kv_self)));
@@ -6172,16 +6178,24 @@ static void whisper_compute_logprobs(
                 const std::vector<float> & logits,
                               const int    n_logits,
                       std::vector<float> & logprobs) {
-    const float logit_max = *std::max_element(logits.begin(), logits.end());
-    float logsumexp = 0.0f;
-    for (int i = 0; i < n_logits; ++i) {
-        if (logits[i] > -INFINITY) {
-            logsumexp += expf(logits[i] - logit_max);
-        }
-    }
+    // sotto: the maximum and the sum of exponentials as the release computed them, bit for bit,
+    // with less work (whisper_max_f32, whisper_sum_exp_f32)
+    const float logit_max = whisper_max_f32(logits.data(), n_logits);
+    float logsumexp = whisper_sum_exp_f32(logits.data(), n_logits, logit_max);
     logsumexp = logf(logsumexp) + logit_max;
 
-    for (int i = 0; i < n_logits; ++i) {
+    int i = 0;
+#if defined(__AVX2__)
+    // sotto: eight at a time, the same values
+    const __m256 vlse = _mm256_set1_ps(logsumexp);
+    const __m256 vinf = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n_logits; i += 8) {
+        const __m256 l = _mm256_loadu_ps(logits.data() + i);
+        const __m256 finite = _mm256_cmp_ps(l, vinf, _CMP_GT_OQ);
+        _mm256_storeu_ps(logprobs.data() + i, _mm256_blendv_ps(vinf, _mm256_sub_ps(l, vlse), finite));
+    }
+#endif
+    for (; i < n_logits; ++i) {
         if (logits[i] > -INFINITY) {
             logprobs[i] = logits[i] - logsumexp;
         } else {
@@ -6384,7 +6398,7 @@ static void whisper_process_logits(
                 }
             }
 
-            const float max_text_token_logprob = *std::max_element(logprobs.begin(), logprobs.begin() + vocab.token_beg);
+            const float max_text_token_logprob = whisper_max_f32(logprobs.data(), vocab.token_beg); // sotto: eight at a time
 
             //WHISPER_LOG_INFO("timestamp_logprob=%f max_text_token_logprob=%f\n", timestamp_logprob, max_text_token_logprob);
 
