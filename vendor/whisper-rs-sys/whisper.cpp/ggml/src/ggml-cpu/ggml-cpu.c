@@ -1166,6 +1166,7 @@ static void ggml_compute_forward_mul_mat_one_chunk(
 
     const void * wdata = (src1->type == vec_dot_type) ? src1->data : params->wdata;
     const size_t row_size = ggml_row_size(vec_dot_type, ne10);
+    const size_t row_size0 = ggml_row_size(src0->type, ne00); // sotto: for the prefetch below
 
     assert(ne12 % ne02 == 0);
     assert(ne13 % ne03 == 0);
@@ -1212,6 +1213,17 @@ static void ggml_compute_forward_mul_mat_one_chunk(
                 //}
 
                 for (int64_t ir0 = iir0; ir0 < iir0 + blck_0 && ir0 < ir0_end; ir0 += num_rows_per_vec_dot) {
+#if defined(__GNUC__)
+                    // sotto: a product with one column (a decoded token, greedy) reads each row
+                    // of src0 once, from memory: the row four ahead is fetched while this one
+                    // computes (60 s, greedy, one thread: see vendor/whisper-rs-sys/SOTTO.md).
+                    if (ne11 == 1 && ir0 + 4 < ir0_end) {
+                        const char * ahead = src0_row + (ir0 + 4) * nb01;
+                        for (size_t off = 0; off < row_size0; off += 64) {
+                            __builtin_prefetch(ahead + off);
+                        }
+                    }
+#endif
                     vec_dot(ne00, &tmp[ir0 - iir0], (num_rows_per_vec_dot > 1 ? 16 : 0), src0_row + ir0 * nb01, (num_rows_per_vec_dot > 1 ? nb01 : 0), src1_col, (num_rows_per_vec_dot > 1 ? src1_col_stride : 0), num_rows_per_vec_dot);
                 }
 
