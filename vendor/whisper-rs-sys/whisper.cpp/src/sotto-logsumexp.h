@@ -12,8 +12,8 @@
 //   `__expf_fma`, which glibc picks on every CPU this code is compiled for: -mfma), and
 //   added one by one in index order as before.
 //
-// `check/sum_exp.cpp` compares whisper_expf4 with expf on every float in [-88, 88] and the
-// sum with the release's loop on random rows; rerun it when changing this file.
+// `check/sum_exp.cpp` (beside whisper.cpp/) compares whisper_expf4 with expf on every float in
+// (-88, 88) and the sum with the release's loop on random rows; rerun it when changing this file.
 
 #pragma once
 
@@ -98,17 +98,6 @@ static inline float whisper_max_f32(const float * x, int n) {
         m = x[i] > m ? x[i] : m;
     }
     return m;
-}
-
-// The release's sum, term by term: `for i: if (x[i] > -INFINITY) sum += expf(x[i] - max)`.
-static inline float whisper_sum_exp_f32_reference(const float * x, int n, float max) {
-    float sum = 0.0f;
-    for (int i = 0; i < n; ++i) {
-        if (x[i] > -INFINITY) {
-            sum += expf(x[i] - max);
-        }
-    }
-    return sum;
 }
 
 // The same sum, with the same bits (see the top of this file).
